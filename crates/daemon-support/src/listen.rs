@@ -1,0 +1,242 @@
+//! Listeners (TCP or unix socket, optionally TLS) and the accept loop the daemons serve with.
+//!
+//! One loop for every daemon: accept, hand the socket to a task, finish the TLS handshake
+//! there (never in the accept loop), then serve HTTP/1.1 with upgrades, or HTTP/2 when TLS
+//! negotiated `h2`. On shutdown the loop stops accepting and lets open requests finish.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio_rustls::TlsAcceptor;
+
+/// A bound listening socket.
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP socket.
+    Tcp(TcpListener),
+    /// A unix socket, removed again when the listener is dropped.
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds a TCP socket.
+    ///
+    /// # Errors
+    /// When the address is taken or not permitted.
+    pub async fn bind_tcp(addr: SocketAddr) -> std::io::Result<Self> {
+        Ok(Self::Tcp(TcpListener::bind(addr).await?))
+    }
+
+    /// Binds a unix socket, replacing a stale socket file left by a previous run.
+    ///
+    /// # Errors
+    /// When the path cannot be bound.
+    pub fn bind_unix(path: &Path) -> std::io::Result<Self> {
+        if std::fs::symlink_metadata(path)
+            .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            .unwrap_or(false)
+        {
+            std::fs::remove_file(path)?;
+        }
+        Ok(Self::Unix(UnixListener::bind(path)?, path.to_path_buf()))
+    }
+
+    /// The local address, for logs: `127.0.0.1:8000` or the socket path.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|e| format!("<{e}>"), |a| a.to_string()),
+            Self::Unix(_, path) => path.display().to_string(),
+        }
+    }
+
+    /// The bound TCP address, if this is a TCP listener.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Tcp(l) => l.local_addr().ok(),
+            Self::Unix(..) => None,
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Self::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// What a service knows about the connection it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's address; `None` on a unix socket.
+    pub peer: Option<SocketAddr>,
+    /// The address the client connected to; `None` on a unix socket.
+    pub local: Option<SocketAddr>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// HTTP settings of a listener.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// How long an idle keep-alive connection (or a new one) may take to send request headers
+    /// before it is closed.
+    pub header_timeout: Duration,
+    /// Largest request head accepted; larger ones get 431.
+    pub max_header_size: usize,
+    /// How long a TLS handshake may take.
+    pub tls_handshake_timeout: Duration,
+    /// How long open requests may run on after shutdown begins.
+    pub drain_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(5),
+            max_header_size: 16 * 1024,
+            tls_handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves connections from `listener` until `shutdown` resolves, then drains open requests.
+///
+/// `make_service` is called once per connection. Upgrades (websockets) are supported on
+/// HTTP/1.1; HTTP/2 is spoken only when TLS negotiated `h2` through ALPN.
+pub async fn serve<M, S, B>(
+    listener: Listener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    options: HttpOptions,
+    make_service: M,
+    shutdown: impl Future<Output = ()>,
+) where
+    M: Fn(ConnInfo) -> S,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let acceptor = tls.map(TlsAcceptor::from);
+    let options = Arc::new(options);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = accept(&listener) => accepted,
+        };
+        let (stream, peer, local) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Running out of file descriptors must not turn into a busy loop.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let info = ConnInfo {
+            peer,
+            local,
+            tls: acceptor.is_some(),
+        };
+        let service = make_service(info);
+        let watcher = graceful.watcher();
+        let options = options.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            match acceptor {
+                None => {
+                    let builder = builder(&options, false);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                Some(acceptor) => {
+                    let tls = tokio::time::timeout(
+                        options.tls_handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    let stream = match tls {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let builder = builder(&options, h2);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still open when the drain timeout ran out");
+    }
+}
+
+fn builder(options: &HttpOptions, h2: bool) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if h2 {
+        builder.http2().timer(TokioTimer::new());
+        return builder.http2_only();
+    }
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout)
+        .max_buf_size(options.max_header_size.max(8192))
+        .keep_alive(true);
+    builder.http1_only()
+}
+
+/// A boxed stream: TCP or unix.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+async fn accept(
+    listener: &Listener,
+) -> std::io::Result<(Box<dyn Stream>, Option<SocketAddr>, Option<SocketAddr>)> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (stream, peer) = l.accept().await?;
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().ok();
+            Ok((Box::new(stream), Some(peer), local))
+        }
+        Listener::Unix(l, _) => {
+            let (stream, _) = l.accept().await?;
+            Ok((Box::new(stream), None, None))
+        }
+    }
+}

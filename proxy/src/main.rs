@@ -1,0 +1,59 @@
+//! `chp-proxy`: parse the flags, set up logging, run until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use daemon_support::pidfile::PidFile;
+
+fn main() -> ExitCode {
+    daemon_support::install_crypto_provider();
+    let cli = chp_proxy::cli::Cli::parse();
+    let token = std::env::var(hub_api::chp::AUTH_TOKEN_ENV).ok();
+    let config = match cli.into_config(token) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chp-proxy: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    daemon_support::logging::init(config.log_level, config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chp-proxy: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let _pid_file = match &config.pid_file {
+            Some(path) => match PidFile::create(path) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::error!("cannot write pid file {}: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+            },
+            None => None,
+        };
+        let signals = async {
+            match daemon_support::shutdown::signal_received().await {
+                Ok(sig) => tracing::warn!("Shutting down on {sig:?}"),
+                Err(e) => {
+                    tracing::error!("cannot wait for signals: {e}");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        match chp_proxy::run(config, signals).await {
+            // Stopped by a signal: exit 2, as configurable-http-proxy does.
+            Ok(()) => ExitCode::from(2),
+            Err(e) => {
+                tracing::error!("{e:#}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
