@@ -1,0 +1,99 @@
+//! The `Authenticator` extension point: who may log in, and as whom.
+//!
+//! Override [`Authenticator::authenticate`]; the other methods have JupyterHub's defaults.
+//! `authenticate` returns `Ok(None)` for a wrong password: that is an answer, not an error.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What the login page submitted: every field except `_xsrf`.
+#[derive(Debug, Clone, Default)]
+pub struct LoginForm {
+    /// The `username` field, already trimmed.
+    pub username: String,
+    /// The `password` field.
+    pub password: String,
+    /// Any other fields (e.g. `otp`).
+    pub extra: BTreeMap<String, String>,
+}
+
+/// A successful login.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AuthModel {
+    /// The user's name, before normalisation by the hub.
+    pub name: String,
+    /// `Some(true)` to make the user an admin, `Some(false)` to revoke; `None` leaves it.
+    pub admin: Option<bool>,
+    /// Groups to put the user in, when the authenticator manages groups.
+    pub groups: Option<Vec<String>>,
+    /// State kept (encrypted) with the user, e.g. upstream OAuth tokens.
+    pub auth_state: Option<Value>,
+}
+
+/// Why authentication could not be decided.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A refusal with a message for the user (e.g. "account locked").
+    #[error("{0}")]
+    Refused(String),
+    /// Something broke (e.g. PAM unavailable); logged in full.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// The extension point that checks credentials.
+#[async_trait]
+pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
+    /// A short name for logs and `/hub/api/info` (e.g. `pam`).
+    fn kind(&self) -> &str;
+
+    /// Checks a login. `Ok(None)` means the credentials are wrong.
+    async fn authenticate(&self, form: &LoginForm) -> Result<Option<AuthModel>, AuthError>;
+
+    /// JupyterHub's default normalisation: lower case.
+    fn normalize_username(&self, name: &str) -> String {
+        name.to_lowercase()
+    }
+
+    /// JupyterHub's default validation: not empty, no `/`, not only dots, no leading or
+    /// trailing whitespace.
+    fn validate_username(&self, name: &str) -> bool {
+        !name.is_empty()
+            && !name.contains('/')
+            && !name.chars().all(|c| c == '.')
+            && name.trim() == name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Nobody;
+
+    #[async_trait]
+    impl Authenticator for Nobody {
+        fn kind(&self) -> &str {
+            "nobody"
+        }
+        async fn authenticate(&self, _form: &LoginForm) -> Result<Option<AuthModel>, AuthError> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn default_name_rules() {
+        let a = Nobody;
+        assert_eq!(a.normalize_username("ÉMILE"), "émile");
+        for bad in ["", "a/b", ".", "..", " a", "a "] {
+            assert!(!a.validate_username(bad), "{bad:?}");
+        }
+        for good in ["alice", "a.b", "a b", "a@b~c"] {
+            assert!(a.validate_username(good), "{good:?}");
+        }
+    }
+}
