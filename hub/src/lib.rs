@@ -1,4 +1,13 @@
 //! The hub daemon: users, login, spawning, the JupyterHub REST API and the OAuth2 provider.
 //!
-//! Not built yet: this package holds the hub's place in the workspace. The proxy it drives,
-//! `chp-proxy`, is complete and can be driven by the real JupyterHub meanwhile.
+//! Being built: the modules below are the parts that exist so far.
+//!
+//! - [`error`]: API errors as JupyterHub's `{status, message}` bodies.
+//! - [`http`]: headers every response carries, the JSON 404 for unknown API paths.
+//! - [`api`]: REST API building blocks.
+
+pub mod api;
+pub mod error;
+pub mod http;
+
+pub use crate::http::VERSION;

@@ -5,6 +5,7 @@
 //! take a read lock for the duration of one trie walk and return an `Arc<Route>`: no lock is
 //! ever held across I/O, and `last_activity` is an atomic updated without any lock.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -195,11 +196,13 @@ impl RouteTable {
     pub fn lookup<'a>(
         &self,
         host: Option<&'a str>,
-        path: impl Iterator<Item = &'a str>,
+        path: impl Iterator<Item = Cow<'a, str>>,
     ) -> Option<(Arc<Route>, usize)> {
         let tables = self.tables.read();
+        let has_host = host.is_some();
+        let host = host.map(Cow::Borrowed);
         let (route, depth) = tables.trie.longest_prefix(host.into_iter().chain(path))?;
-        let path_depth = if host.is_some() {
+        let path_depth = if has_host {
             depth.saturating_sub(1)
         } else {
             depth
@@ -292,11 +295,14 @@ mod tests {
         table.insert(route("/", "http://127.0.0.1:1"));
         table.insert(route("/user/alice", "http://127.0.0.1:2"));
         let (r, depth) = table
-            .lookup(None, ["user", "alice", "lab"].into_iter())
+            .lookup(
+                None,
+                ["user", "alice", "lab"].into_iter().map(Cow::Borrowed),
+            )
             .unwrap();
         assert_eq!((&*r.key, depth), ("/user/alice", 2));
         let (r, _) = table
-            .lookup(None, ["user", "alicefoo"].into_iter())
+            .lookup(None, ["user", "alicefoo"].into_iter().map(Cow::Borrowed))
             .unwrap();
         assert_eq!(&*r.key, "/");
         let listing: serde_json::Value = serde_json::from_str(&table.list_json(None)).unwrap();
@@ -318,7 +324,10 @@ mod tests {
         let table = RouteTable::default();
         table.insert(route("/alice.example.com", "http://127.0.0.1:2"));
         let (r, depth) = table
-            .lookup(Some("alice.example.com"), ["some", "path"].into_iter())
+            .lookup(
+                Some("alice.example.com"),
+                ["some", "path"].into_iter().map(Cow::Borrowed),
+            )
             .unwrap();
         assert_eq!((&*r.key, depth), ("/alice.example.com", 0));
         assert!(

@@ -55,14 +55,14 @@ impl<T> Trie<T> {
     }
 
     /// The value of the longest stored prefix of `path`, with the number of segments it spans.
-    pub fn longest_prefix<'a>(
+    pub fn longest_prefix<S: AsRef<str>>(
         &self,
-        path: impl IntoIterator<Item = &'a str>,
+        path: impl IntoIterator<Item = S>,
     ) -> Option<(&T, usize)> {
         let mut node = &self.root;
         let mut best = node.value.as_ref().map(|v| (v, 0));
         for (depth, segment) in path.into_iter().enumerate() {
-            match node.children.get(segment) {
+            match node.children.get(segment.as_ref()) {
                 Some(child) => node = child,
                 None => break,
             }

@@ -46,42 +46,51 @@ impl std::fmt::Display for PathError {
 
 impl std::error::Error for PathError {}
 
-/// The decoded segments of a checked path, in order. The root path `/` has none; a trailing
-/// slash gives a final empty segment, and `//` an empty segment in the middle.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A checked path, whose decoded segments can be walked in order. The root path `/` has none;
+/// a trailing slash gives a final empty segment, and `//` an empty segment in the middle.
+/// Checking and walking allocate nothing unless a segment holds percent-escapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segments<'a> {
-    segments: Vec<Cow<'a, str>>,
+    /// The path without its leading `/`.
+    rest: &'a str,
 }
 
 impl<'a> Segments<'a> {
-    /// Checks a raw (still percent-encoded) path and decodes its segments.
+    /// Checks a raw (still percent-encoded) path.
     ///
     /// # Errors
     /// When the path could be read differently by a backend; see the module documentation.
     pub fn parse(raw: &'a str) -> Result<Self, PathError> {
         let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
-        let mut segments = Vec::with_capacity(8);
         if !rest.is_empty() {
             for raw_segment in rest.split('/') {
-                segments.push(decode_segment(raw_segment)?);
+                decode_segment(raw_segment)?;
             }
         }
-        Ok(Self { segments })
+        Ok(Self { rest })
     }
 
-    /// The segments as string slices.
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.segments.iter().map(|s| s.as_ref())
+    /// The decoded segments.
+    pub fn iter(&self) -> impl Iterator<Item = Cow<'a, str>> + use<'a> {
+        let rest = self.rest;
+        rest.split('/')
+            .filter(move |_| !rest.is_empty())
+            // Every segment was checked by `parse`, so decoding cannot fail here.
+            .map(|raw| decode_segment(raw).unwrap_or(Cow::Borrowed(raw)))
     }
 
     /// How many segments there are.
     pub fn len(&self) -> usize {
-        self.segments.len()
+        if self.rest.is_empty() {
+            0
+        } else {
+            self.rest.split('/').count()
+        }
     }
 
     /// Whether this is the root path.
     pub fn is_empty(&self) -> bool {
-        self.segments.is_empty()
+        self.rest.is_empty()
     }
 }
 
@@ -207,7 +216,7 @@ mod tests {
         Segments::parse(raw)
             .unwrap()
             .iter()
-            .map(str::to_owned)
+            .map(Cow::into_owned)
             .collect()
     }
 

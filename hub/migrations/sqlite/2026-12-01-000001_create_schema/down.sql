@@ -1,0 +1,14 @@
+DROP TABLE share_codes;
+DROP TABLE shares;
+DROP TABLE oauth_codes;
+DROP TABLE api_tokens;
+DROP TABLE oauth_clients;
+DROP TABLE spawners;
+DROP TABLE service_role_map;
+DROP TABLE group_role_map;
+DROP TABLE user_role_map;
+DROP TABLE roles;
+DROP TABLE services;
+DROP TABLE user_group_map;
+DROP TABLE groups;
+DROP TABLE users;

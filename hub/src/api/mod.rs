@@ -1,0 +1,3 @@
+//! The REST API under `/hub/api`.
+
+pub mod pagination;

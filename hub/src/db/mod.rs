@@ -1,0 +1,245 @@
+//! The hub's database: diesel schema, one model file per table, embedded migrations, and a
+//! pooled handle that async code uses.
+//!
+//! - `connection.rs`: [`DbConnection`], one enum over SQLite and PostgreSQL; the URL's scheme
+//!   picks the backend at runtime (`target.rs` parses JupyterHub/SQLAlchemy-style URLs).
+//! - `pool.rs`: the r2d2 pool and the per-connection SQLite PRAGMAs.
+//! - `migrate.rs`: `hub/migrations/{sqlite,postgres}` compiled in; [`upgrade_db`] backs up first.
+//! - `schema.rs`: the `table!` definitions; `models/`: typed rows and intent-named queries.
+//! - `error.rs`: [`DbError`], the classification callers map to HTTP statuses.
+//!
+//! Model functions are synchronous and take `&mut DbConnection`; async code calls them inside
+//! [`Db::run`], which borrows a pooled connection on tokio's blocking pool. Functions that write
+//! several rows do so in one [`write_transaction`], so a failure never leaves half a change.
+
+mod connection;
+mod error;
+mod json;
+mod migrate;
+pub mod models;
+mod pool;
+pub mod schema;
+mod target;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{NaiveDateTime, SubsecRound, Utc};
+use diesel::QueryResult;
+use diesel::connection::{AnsiTransactionManager, Connection, TransactionManager};
+use diesel::r2d2::Pool;
+
+pub use self::connection::{DbConnection, MultiBackend};
+pub use self::error::DbError;
+pub use self::json::JsonText;
+pub use self::migrate::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, UpgradeReport};
+pub use self::pool::DbOptions;
+pub use self::target::{Backend, DbTarget};
+
+/// A cloneable handle to the connection pool. Cheap to clone; every clone shares the pool.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<pool::Manager>,
+    target: Arc<DbTarget>,
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.pool.state();
+        f.debug_struct("Db")
+            .field("target", &self.target)
+            .field("connections", &state.connections)
+            .field("idle", &state.idle_connections)
+            .finish()
+    }
+}
+
+impl Db {
+    /// Opens a pool for `url` with default options. Does not run migrations.
+    pub async fn connect(url: &str) -> Result<Db, DbError> {
+        Db::connect_with(url, DbOptions::default()).await
+    }
+
+    /// Opens a pool for `url`. The first connection is made before this returns, so a bad URL
+    /// or an unreachable server is reported here ([`DbError::Config`] or
+    /// [`DbError::Unavailable`]).
+    pub async fn connect_with(url: &str, options: DbOptions) -> Result<Db, DbError> {
+        let url = url.to_string();
+        tokio::task::spawn_blocking(move || Db::connect_blocking(&url, &options))
+            .await
+            .map_err(|e| DbError::Other(format!("database connect task failed: {e}")))?
+    }
+
+    /// [`Db::connect_with`] for code that is not on a tokio runtime (CLI subcommands, tests).
+    pub fn connect_blocking(url: &str, options: &DbOptions) -> Result<Db, DbError> {
+        let target = DbTarget::parse(url)?;
+        let pool = pool::build(target.clone(), options)?;
+        tracing::debug!(target_db = %target, "database pool ready");
+        Ok(Db { pool, target: Arc::new(target) })
+    }
+
+    /// Which backend this handle talks to.
+    pub fn backend(&self) -> Backend {
+        self.target.backend()
+    }
+
+    /// The parsed URL (its `Display` hides any password).
+    pub fn target(&self) -> &DbTarget {
+        &self.target
+    }
+
+    /// Runs `f` with a pooled connection on tokio's blocking pool and classifies its error.
+    ///
+    /// Waiting for a connection counts against `DbOptions::connection_timeout`; when it runs
+    /// out the result is [`DbError::Unavailable`].
+    pub async fn run<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.run_blocking(f))
+            .await
+            .map_err(|e| DbError::Other(format!("database task failed: {e}")))?
+    }
+
+    /// Like [`Db::run`], but the closure runs inside [`write_transaction`]: everything it does
+    /// is committed together or not at all.
+    pub async fn transaction<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run(|conn| write_transaction(conn, f)).await
+    }
+
+    /// [`Db::run`] for synchronous callers. Blocks the thread: never call it on an async worker.
+    pub fn run_blocking<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut DbConnection) -> QueryResult<T>,
+    {
+        let mut conn = self.pool.get()?;
+        f(&mut conn).map_err(DbError::from)
+    }
+
+    /// Checks that a connection can be had and answers a trivial query.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.run(|conn| {
+            use diesel::r2d2::R2D2Connection;
+            conn.ping()
+        })
+        .await
+    }
+
+    /// Applies pending migrations for the active backend; returns the versions applied.
+    pub async fn migrate(&self) -> Result<Vec<String>, DbError> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.pool.get()?;
+            let applied = migrate::run_pending(&mut conn)?;
+            for version in &applied {
+                tracing::info!(version = %version, backend = %db.backend(), "applied database migration");
+            }
+            Ok(applied)
+        })
+        .await
+        .map_err(|e| DbError::Other(format!("migration task failed: {e}")))?
+    }
+
+    /// Versions that [`Db::migrate`] would apply, oldest first. Fails with
+    /// [`DbError::Migration`] if the database was migrated by a newer hub.
+    pub async fn pending_migrations(&self) -> Result<Vec<String>, DbError> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.pool.get()?;
+            migrate::pending(&mut conn)
+        })
+        .await
+        .map_err(|e| DbError::Other(format!("migration task failed: {e}")))?
+    }
+}
+
+/// The `upgrade-db` procedure: for an existing SQLite file with pending migrations, write a
+/// consistent backup `<file>.<timestamp>.bak` beside it first; then apply all pending migrations.
+/// PostgreSQL databases are migrated in place (back them up with `pg_dump`).
+pub async fn upgrade_db(url: &str) -> Result<UpgradeReport, DbError> {
+    let target = DbTarget::parse(url)?;
+    let existing_file = match &target {
+        DbTarget::SqliteFile(path) if path.exists() => Some(path.clone()),
+        _ => None,
+    };
+    let options = DbOptions { max_connections: Some(1), ..DbOptions::default() };
+    let db = Db::connect_with(url, options).await?;
+    let pending = db.pending_migrations().await?;
+    let backup = match existing_file {
+        Some(path) if !pending.is_empty() => {
+            let written = db.run_blocking_task(move |conn| migrate::backup_sqlite(conn, &path)).await?;
+            tracing::info!(backup = %written.display(), "backed up database before upgrading");
+            Some(written)
+        }
+        _ => None,
+    };
+    let applied = db.migrate().await?;
+    Ok(UpgradeReport { backup, applied })
+}
+
+impl Db {
+    /// Runs a closure that returns a [`DbError`] directly (for helpers that mix I/O and SQL).
+    async fn run_blocking_task<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, DbError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.pool.get()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| DbError::Other(format!("database task failed: {e}")))?
+    }
+}
+
+/// Runs `f` in a transaction meant to write.
+///
+/// On SQLite the transaction starts with `BEGIN IMMEDIATE`, taking the write lock up front
+/// (waiting up to `busy_timeout`). A plain `BEGIN` would read first and then fail with
+/// `SQLITE_BUSY`, without waiting, if another connection wrote in between. Nested calls become
+/// savepoints. On PostgreSQL this is an ordinary transaction.
+pub fn write_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    let began = match &mut *conn {
+        DbConnection::Sqlite(sqlite) => {
+            match AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE") {
+                Err(diesel::result::Error::AlreadyInTransaction) => {
+                    <DbConnection as Connection>::TransactionManager::begin_transaction(conn)
+                }
+                other => other,
+            }
+        }
+        DbConnection::Postgresql(_) => <DbConnection as Connection>::TransactionManager::begin_transaction(conn),
+    };
+    began?;
+    match f(conn) {
+        Ok(value) => {
+            <DbConnection as Connection>::TransactionManager::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(err) => match <DbConnection as Connection>::TransactionManager::rollback_transaction(conn) {
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(err),
+            Err(rollback_error) => Err(rollback_error.into()),
+        },
+    }
+}
+
+/// The current time as stored in the database: naive UTC, truncated to microseconds so values
+/// read back compare equal on both backends (PostgreSQL keeps microseconds).
+pub fn now() -> NaiveDateTime {
+    Utc::now().naive_utc().trunc_subsecs(6)
+}
