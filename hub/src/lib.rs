@@ -5,9 +5,13 @@
 //! - [`error`]: API errors as JupyterHub's `{status, message}` bodies.
 //! - [`http`]: headers every response carries, the JSON 404 for unknown API paths.
 //! - [`api`]: REST API building blocks.
+//! - [`rbac`]: scopes, roles and their checks (pure functions).
+//! - [`identity`]: tokens, signed cookies and XSRF rules (pure functions).
 
 pub mod api;
 pub mod error;
 pub mod http;
+pub mod identity;
+pub mod rbac;
 
 pub use crate::http::VERSION;

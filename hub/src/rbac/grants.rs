@@ -59,26 +59,25 @@ pub fn identify_scopes(owner: Owner<'_>) -> ScopeSet {
     set
 }
 
+fn access_grant(client: ClientTarget<'_>) -> (&'static str, Filter) {
+    match client {
+        ClientTarget::Server { user, server } => ("access:servers", Filter::server(user, server)),
+        ClientTarget::Service(name) => ("access:services", Filter::Service(name.to_owned())),
+    }
+}
+
 /// The scope needed to reach an OAuth client's resource: `access:servers!server=<u>/<s>` or
 /// `access:services!service=<name>`.
 pub fn access_scope(client: ClientTarget<'_>) -> String {
-    match client {
-        ClientTarget::Server { user, server } => format!("access:servers!server={user}/{server}"),
-        ClientTarget::Service(name) => format!("access:services!service={name}"),
-    }
+    let (base, filter) = access_grant(client);
+    format!("{base}!{filter}")
 }
 
 /// [`access_scope`] as a set.
 pub fn access_scope_set(client: ClientTarget<'_>) -> ScopeSet {
+    let (base, filter) = access_grant(client);
     let mut set = ScopeSet::new();
-    match client {
-        ClientTarget::Server { user, server } => {
-            set.insert("access:servers", Some(Filter::server(user, server)));
-        }
-        ClientTarget::Service(name) => {
-            set.insert("access:services", Some(Filter::Service(name.to_owned())));
-        }
-    }
+    set.insert(base, Some(filter));
     set
 }
 

@@ -135,24 +135,25 @@ impl Filters {
 
     /// Whether no filter is present.
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
-            && self.servers.is_empty()
-            && self.groups.is_empty()
-            && self.services.is_empty()
+        self.by_kind().iter().all(|(_, set)| set.is_empty())
     }
 
-    /// The kinds with at least one filter.
-    pub fn kinds(&self) -> Vec<FilterKind> {
+    fn by_kind(&self) -> [(FilterKind, &BTreeSet<String>); 4] {
         [
             (FilterKind::User, &self.users),
             (FilterKind::Server, &self.servers),
             (FilterKind::Group, &self.groups),
             (FilterKind::Service, &self.services),
         ]
-        .into_iter()
-        .filter(|(_, set)| !set.is_empty())
-        .map(|(kind, _)| kind)
-        .collect()
+    }
+
+    /// The kinds with at least one filter.
+    pub fn kinds(&self) -> Vec<FilterKind> {
+        self.by_kind()
+            .into_iter()
+            .filter(|(_, set)| !set.is_empty())
+            .map(|(kind, _)| kind)
+            .collect()
     }
 
     fn set_mut(&mut self, kind: FilterKind) -> &mut BTreeSet<String> {
@@ -175,14 +176,9 @@ impl Filters {
 
     /// Every filter, grouped by kind.
     pub fn iter(&self) -> impl Iterator<Item = (FilterKind, &str)> {
-        [
-            (FilterKind::User, &self.users),
-            (FilterKind::Server, &self.servers),
-            (FilterKind::Group, &self.groups),
-            (FilterKind::Service, &self.services),
-        ]
-        .into_iter()
-        .flat_map(|(kind, set)| set.iter().map(move |v| (kind, v.as_str())))
+        self.by_kind()
+            .into_iter()
+            .flat_map(|(kind, set)| set.iter().map(move |v| (kind, v.as_str())))
     }
 
     fn in_any_group<M: GroupMembership + ?Sized>(&self, user: &str, membership: &M) -> bool {
@@ -321,9 +317,10 @@ pub enum ListFilter {
 }
 
 impl ListFilter {
-    /// Refuses filters of kinds the endpoint cannot apply. JupyterHub answers such requests
-    /// with a bare 403 rather than widening them (e.g. `list:users!server=...` on `GET /users`,
-    /// which accepts only user and group filters). The error names the first offending kind.
+    /// Refuses filters of kinds the endpoint cannot apply, rather than widening them (e.g.
+    /// `list:users!server=...` on `GET /users`, which accepts only user and group filters).
+    /// JupyterHub answers such requests with a bare 403 (`"message": null`). The error names the
+    /// first offending kind.
     pub fn restrict_to(self, kinds: &[FilterKind]) -> Result<Self, FilterKind> {
         if let ListFilter::Only(filters) = &self
             && let Some(bad) = filters.kinds().into_iter().find(|k| !kinds.contains(k))
@@ -422,9 +419,7 @@ impl ScopeSet {
             .values()
             .map(|g| match g {
                 Grant::All => 1,
-                Grant::Only(f) => {
-                    f.users.len() + f.servers.len() + f.groups.len() + f.services.len()
-                }
+                Grant::Only(filters) => filters.iter().count(),
             })
             .sum()
     }

@@ -1,3 +1,5 @@
+//! The admin-escalation advisories as pure checks.
+
 use super::*;
 use crate::rbac::roles::RoleSpec;
 use crate::rbac::scope_set::{Access, NoGroups, Target};
@@ -10,7 +12,11 @@ fn in_staff(user: &str, group: &str) -> bool {
 /// A non-admin "user manager" for the staff group, as a filtered role would grant it.
 fn staff_manager(reg: &ScopeRegistry) -> ScopeSet {
     reg.expand(
-        ["admin:users!group=staff", "admin:groups!group=staff", "self"],
+        [
+            "admin:users!group=staff",
+            "admin:groups!group=staff",
+            "self",
+        ],
         &ExpandContext::owner(Owner::User("mallory")),
     )
     .unwrap()
@@ -40,19 +46,40 @@ fn holding_admin_users_does_not_allow_granting_admin() {
     let reg = ScopeRegistry::new();
     // Even the unfiltered scope: the check is on the admin flag, not on scopes.
     let manager = reg
-        .expand(["admin:users"], &ExpandContext::owner(Owner::User("mallory")))
+        .expand(
+            ["admin:users"],
+            &ExpandContext::owner(Owner::User("mallory")),
+        )
         .unwrap();
-    assert!(manager.check(&["admin:users"], &Target::None, &NoGroups).is_allowed());
-    assert_eq!(check_user_create(false, true), Err(EscalationError::GrantAdmin));
-    // PATCH /users/mallory {"admin": true} on herself.
-    assert_eq!(check_user_update(false, false, true), Err(EscalationError::GrantAdmin));
+    assert!(
+        manager
+            .check(&["admin:users"], &Target::None, &NoGroups)
+            .is_allowed()
+    );
     assert_eq!(
-        check_user_update(false, false, true).unwrap_err().to_string(),
+        check_user_create(false, true),
+        Err(EscalationError::GrantAdmin)
+    );
+    // PATCH /users/mallory {"admin": true} on herself.
+    assert_eq!(
+        check_user_update(false, false, true),
+        Err(EscalationError::GrantAdmin)
+    );
+    assert_eq!(
+        check_user_update(false, false, true)
+            .unwrap_err()
+            .to_string(),
         GRANT_ADMIN_MESSAGE
     );
     // Any change to an existing admin.
-    assert_eq!(check_user_update(false, true, false), Err(EscalationError::ModifyAdmin));
-    assert_eq!(EscalationError::ModifyAdmin.to_string(), MODIFY_ADMIN_MESSAGE);
+    assert_eq!(
+        check_user_update(false, true, false),
+        Err(EscalationError::ModifyAdmin)
+    );
+    assert_eq!(
+        EscalationError::ModifyAdmin.to_string(),
+        MODIFY_ADMIN_MESSAGE
+    );
     assert_eq!(EscalationError::ModifyAdmin.status(), 403);
 
     // What non-admins may still do, and what admins may do.
@@ -115,7 +142,10 @@ fn filtered_user_admins_cannot_grant_the_admin_role_or_roles_beyond_their_scopes
         )
     };
     assert_eq!(grant(&["admin"], "sam"), Err(EscalationError::GrantAdmin));
-    assert_eq!(grant(&["admin"], "mallory"), Err(EscalationError::GrantAdmin));
+    assert_eq!(
+        grant(&["admin"], "mallory"),
+        Err(EscalationError::GrantAdmin)
+    );
     let Err(EscalationError::ExceedsHeld { scopes }) = grant(&["operator"], "sam") else {
         panic!("operator must exceed a user manager's scopes");
     };
@@ -125,7 +155,15 @@ fn filtered_user_admins_cannot_grant_the_admin_role_or_roles_beyond_their_scopes
     assert!(grant(&["activity-reporter"], "root").is_err());
     // Admins may grant anything.
     assert_eq!(
-        check_role_grant(&reg, &table, true, &ScopeSet::new(), ["admin", "operator"], Owner::User("x"), &NoGroups),
+        check_role_grant(
+            &reg,
+            &table,
+            true,
+            &ScopeSet::new(),
+            ["admin", "operator"],
+            Owner::User("x"),
+            &NoGroups
+        ),
         Ok(())
     );
 }
@@ -137,21 +175,52 @@ fn group_managers_cannot_smuggle_roles_in_through_membership() {
     let reg = ScopeRegistry::new();
     let table = roles(&reg);
     let caller = reg
-        .expand(["groups!group=staff", "self"], &ExpandContext::owner(Owner::User("mallory")))
+        .expand(
+            ["groups!group=staff", "self"],
+            &ExpandContext::owner(Owner::User("mallory")),
+        )
         .unwrap();
-    assert!(caller.check(&["groups"], &Target::Group("staff"), &in_staff).is_allowed());
+    assert!(
+        caller
+            .check(&["groups"], &Target::Group("staff"), &in_staff)
+            .is_allowed()
+    );
     let group_roles = ["operator"];
     assert!(matches!(
-        check_role_grant(&reg, &table, false, &caller, group_roles, Owner::User("bob"), &in_staff),
+        check_role_grant(
+            &reg,
+            &table,
+            false,
+            &caller,
+            group_roles,
+            Owner::User("bob"),
+            &in_staff
+        ),
         Err(EscalationError::ExceedsHeld { .. })
     ));
     assert_eq!(
-        check_role_grant(&reg, &table, false, &caller, ["admin"], Owner::User("bob"), &in_staff),
+        check_role_grant(
+            &reg,
+            &table,
+            false,
+            &caller,
+            ["admin"],
+            Owner::User("bob"),
+            &in_staff
+        ),
         Err(EscalationError::GrantAdmin)
     );
     // A group without roles grants nothing.
     assert_eq!(
-        check_role_grant(&reg, &table, false, &caller, std::iter::empty::<&str>(), Owner::User("bob"), &in_staff),
+        check_role_grant(
+            &reg,
+            &table,
+            false,
+            &caller,
+            std::iter::empty::<&str>(),
+            Owner::User("bob"),
+            &in_staff
+        ),
         Ok(())
     );
 }
@@ -161,7 +230,10 @@ fn grants_within_held_scopes() {
     let held = ScopeSet::parse_expanded(["servers!group=staff", "read:users"]).unwrap();
     let within = ScopeSet::parse_expanded(["servers!user=sam", "read:users!user=bob"]).unwrap();
     let beyond = ScopeSet::parse_expanded(["servers!user=bob", "proxy"]).unwrap();
-    assert_eq!(check_grant_within_held(false, &held, &within, &in_staff), Ok(()));
+    assert_eq!(
+        check_grant_within_held(false, &held, &within, &in_staff),
+        Ok(())
+    );
     assert_eq!(
         check_grant_within_held(false, &held, &beyond, &in_staff),
         Err(EscalationError::ExceedsHeld {
@@ -174,5 +246,8 @@ fn grants_within_held_scopes() {
             .to_string(),
         "Not granting scopes proxy, servers!user=bob beyond those held by the requester"
     );
-    assert_eq!(check_grant_within_held(true, &ScopeSet::new(), &beyond, &NoGroups), Ok(()));
+    assert_eq!(
+        check_grant_within_held(true, &ScopeSet::new(), &beyond, &NoGroups),
+        Ok(())
+    );
 }

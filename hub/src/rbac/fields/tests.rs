@@ -1,3 +1,5 @@
+//! Model key gating per caller scopes.
+
 use serde_json::{Value, json};
 
 use super::*;
@@ -24,7 +26,14 @@ fn the_cullers_scopes_show_what_was_observed() {
     ]);
     assert_eq!(
         user_model_keys(&culler, "alice", &NoGroups),
-        keys(&["admin", "kind", "last_activity", "name", "servers", "user_info"])
+        keys(&[
+            "admin",
+            "kind",
+            "last_activity",
+            "name",
+            "servers",
+            "user_info"
+        ])
     );
 }
 
@@ -78,7 +87,10 @@ fn group_and_service_keys() {
         keys(&["admin", "kind", "name"])
     );
     assert_eq!(
-        service_model_keys(&set(&["read:services!service=culler", "read:roles:services"]), "culler"),
+        service_model_keys(
+            &set(&["read:services!service=culler", "read:roles:services"]),
+            "culler"
+        ),
         keys(&[
             "admin", "command", "display", "info", "kind", "name", "pid", "prefix", "roles", "url",
         ])
@@ -87,7 +99,10 @@ fn group_and_service_keys() {
 
 #[test]
 fn servers_and_state_need_their_own_scopes() {
-    let s = set(&["read:servers!server=alice/gpu", "admin:server_state!user=bob"]);
+    let s = set(&[
+        "read:servers!server=alice/gpu",
+        "admin:server_state!user=bob",
+    ]);
     assert!(server_visible(&s, "alice", "gpu", &NoGroups));
     assert!(!server_visible(&s, "alice", "", &NoGroups));
     assert!(server_state_visible(&s, "bob", "", &NoGroups));
@@ -103,10 +118,14 @@ fn servers_and_state_need_their_own_scopes() {
 
 #[test]
 fn retain_keys_filters_a_model() {
-    let mut model = json!({"kind": "user", "name": "alice", "admin": false, "auth_state": {"x": 1}})
-        .as_object()
-        .cloned()
-        .unwrap();
+    let mut model =
+        json!({"kind": "user", "name": "alice", "admin": false, "auth_state": {"x": 1}})
+            .as_object()
+            .cloned()
+            .unwrap();
     retain_keys(&mut model, &keys(&["kind", "name"]));
-    assert_eq!(Value::Object(model), json!({"kind": "user", "name": "alice"}));
+    assert_eq!(
+        Value::Object(model),
+        json!({"kind": "user", "name": "alice"})
+    );
 }

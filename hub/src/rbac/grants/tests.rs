@@ -1,3 +1,5 @@
+//! Effective token scopes, token creation checks, OAuth scope resolution, shares.
+
 use proptest::prelude::*;
 
 use super::*;
@@ -35,7 +37,10 @@ fn identify_and_access_scopes() {
         server: "",
     };
     assert_eq!(access_scope(server), "access:servers!server=alice/");
-    assert_eq!(access_scope_set(server).to_strings(), [access_scope(server)]);
+    assert_eq!(
+        access_scope_set(server).to_strings(),
+        [access_scope(server)]
+    );
     assert_eq!(
         access_scope(ClientTarget::Service("dash")),
         "access:services!service=dash"
@@ -46,7 +51,10 @@ fn identify_and_access_scopes() {
     );
     assert_eq!(
         server_oauth_access_scopes("carol", "gpu2"),
-        ["access:servers!server=carol/gpu2", "access:servers!user=carol"]
+        [
+            "access:servers!server=carol/gpu2",
+            "access:servers!user=carol"
+        ]
     );
     assert_eq!(
         service_oauth_access_scopes("websvc"),
@@ -59,10 +67,16 @@ fn inherit_tokens_hold_exactly_the_owners_current_scopes() {
     let reg = ScopeRegistry::new();
     let owner = self_scopes("alice");
     let t = token(&["inherit"], Owner::User("alice"));
-    assert_eq!(effective_token_scopes(&reg, &t, &owner, &NoGroups).unwrap(), owner);
+    assert_eq!(
+        effective_token_scopes(&reg, &t, &owner, &NoGroups).unwrap(),
+        owner
+    );
     // Re-evaluated live: demoting the owner shrinks the token at once.
     let demoted = set(&["read:users:name!user=alice"]);
-    assert_eq!(effective_token_scopes(&reg, &t, &demoted, &NoGroups).unwrap(), demoted);
+    assert_eq!(
+        effective_token_scopes(&reg, &t, &demoted, &NoGroups).unwrap(),
+        demoted
+    );
 }
 
 #[test]
@@ -113,7 +127,14 @@ fn oauth_tokens_get_their_clients_access_scope() {
         ..t
     };
     let scopes = effective_token_scopes(&reg, &t, &self_scopes("bob"), &NoGroups).unwrap();
-    assert!(!scopes.allows("access:servers", &Target::Server { user: "alice", server: "" }, &NoGroups));
+    assert!(!scopes.allows(
+        "access:servers",
+        &Target::Server {
+            user: "alice",
+            server: ""
+        },
+        &NoGroups
+    ));
 }
 
 #[test]
@@ -122,7 +143,12 @@ fn service_tokens_intersect_with_the_services_roles() {
     let reg = ScopeRegistry::new();
     let owner = reg
         .expand(
-            ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            [
+                "list:users",
+                "read:users:activity",
+                "read:servers",
+                "delete:servers",
+            ],
             &ExpandContext::owner(Owner::Service("culler")),
         )
         .unwrap();
@@ -131,7 +157,13 @@ fn service_tokens_intersect_with_the_services_roles() {
         effective_token_scopes(&reg, &t, &owner, &NoGroups)
             .unwrap()
             .to_strings(),
-        ["delete:servers", "list:users", "read:servers", "read:users:activity", "read:users:name"]
+        [
+            "delete:servers",
+            "list:users",
+            "read:servers",
+            "read:users:activity",
+            "read:users:name"
+        ]
     );
     // Identify scopes are offered but dropped when the service does not hold them.
     let t = token(&["read:servers"], Owner::Service("culler"));
@@ -147,14 +179,24 @@ fn service_tokens_intersect_with_the_services_roles() {
 fn tokens_requesting_more_than_the_owner_holds_are_refused() {
     let reg = ScopeRegistry::new();
     let owner = self_scopes("alice");
-    let err = check_token_scopes(&reg, &token(&["read:hub", "proxy"], Owner::User("alice")), &owner, &NoGroups)
-        .unwrap_err();
+    let err = check_token_scopes(
+        &reg,
+        &token(&["read:hub", "proxy"], Owner::User("alice")),
+        &owner,
+        &NoGroups,
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "Not assigning requested scopes proxy,read:hub not held by User alice"
     );
-    let err = check_token_scopes(&reg, &token(&["nope"], Owner::User("alice")), &owner, &NoGroups)
-        .unwrap_err();
+    let err = check_token_scopes(
+        &reg,
+        &token(&["nope"], Owner::User("alice")),
+        &owner,
+        &NoGroups,
+    )
+    .unwrap_err();
     assert_eq!(err.to_string(), "Scope 'nope' for token does not exist");
 
     for ok in [
@@ -201,9 +243,15 @@ fn requested_oauth_scopes_are_resolved_against_held_ones() {
     assert!(refused.is_empty());
 
     // Partly covered: the covered part is granted, the raw scope still reported as refused.
-    let (allowed, refused) =
-        resolve_requested_scopes(&reg, &owned(&["read:users"]), &have, "alice", client, &NoGroups)
-            .unwrap();
+    let (allowed, refused) = resolve_requested_scopes(
+        &reg,
+        &owned(&["read:users"]),
+        &have,
+        "alice",
+        client,
+        &NoGroups,
+    )
+    .unwrap();
     assert_eq!(
         allowed,
         owned(&[
@@ -216,15 +264,22 @@ fn requested_oauth_scopes_are_resolved_against_held_ones() {
     assert_eq!(refused, owned(&["read:users"]));
 
     // Not covered at all.
-    let (allowed, refused) =
-        resolve_requested_scopes(&reg, &owned(&["admin-ui"]), &have, "alice", client, &NoGroups)
-            .unwrap();
+    let (allowed, refused) = resolve_requested_scopes(
+        &reg,
+        &owned(&["admin-ui"]),
+        &have,
+        "alice",
+        client,
+        &NoGroups,
+    )
+    .unwrap();
     assert!(allowed.is_empty());
     assert_eq!(refused, owned(&["admin-ui"]));
 
     // Held verbatim.
     let (allowed, _) =
-        resolve_requested_scopes(&reg, &owned(&["self"]), &have, "alice", client, &NoGroups).unwrap();
+        resolve_requested_scopes(&reg, &owned(&["self"]), &have, "alice", client, &NoGroups)
+            .unwrap();
     assert_eq!(allowed, owned(&["self"]));
 }
 
@@ -256,7 +311,12 @@ fn server_tokens_request_the_server_role_with_the_server_resolved() {
 #[test]
 fn share_scopes_are_forced_onto_the_shared_server() {
     assert_eq!(
-        apply_share_filter(&["access:servers", "read:shares!server=alice/"], "alice", "").unwrap(),
+        apply_share_filter(
+            &["access:servers", "read:shares!server=alice/"],
+            "alice",
+            ""
+        )
+        .unwrap(),
         owned(&["access:servers!server=alice/", "read:shares!server=alice/"])
     );
     assert_eq!(

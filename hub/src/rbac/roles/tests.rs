@@ -1,3 +1,5 @@
+//! Default roles, `self`, and role configuration.
+
 use super::*;
 
 fn spec(name: &str) -> RoleSpec {
@@ -63,7 +65,14 @@ fn self_matches_the_expansion_of_its_seven_raw_scopes() {
 #[test]
 fn default_roles_have_jupyterhubs_scopes() {
     let roles = default_roles(no_extras());
-    let by_name = |name: &str| roles.iter().find(|r| r.name == name).unwrap().scopes.clone();
+    let by_name = |name: &str| {
+        roles
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap()
+            .scopes
+            .clone()
+    };
     assert_eq!(by_name("user"), ["self"]);
     assert_eq!(
         by_name("admin"),
@@ -86,7 +95,10 @@ fn default_roles_have_jupyterhubs_scopes() {
             "shares",
         ]
     );
-    assert_eq!(by_name("server"), ["users:activity!user", "access:servers!server"]);
+    assert_eq!(
+        by_name("server"),
+        ["users:activity!user", "access:servers!server"]
+    );
     assert_eq!(by_name("token"), ["inherit"]);
     assert_eq!(roles.len(), 4);
 }
@@ -95,7 +107,10 @@ fn default_roles_have_jupyterhubs_scopes() {
 fn extra_user_scopes_are_added_to_the_user_role() {
     let reg = ScopeRegistry::new();
     let table = RoleTable::load(&reg, &[], &["access:services", "self"]).unwrap();
-    assert_eq!(table.get("user").unwrap().scopes, ["self", "access:services"]);
+    assert_eq!(
+        table.get("user").unwrap().scopes,
+        ["self", "access:services"]
+    );
     assert!(table.warnings().is_empty());
 }
 
@@ -108,7 +123,10 @@ fn overriding_user_scopes_ignores_extra_user_scopes_with_warnings() {
     let role = table.get("user").unwrap();
     assert_eq!(role.scopes, ["read:hub"]);
     // The default description survives a partial override.
-    assert_eq!(role.description.as_deref(), Some("Standard user privileges"));
+    assert_eq!(
+        role.description.as_deref(),
+        Some("Standard user privileges")
+    );
     assert_eq!(table.warnings().len(), 2);
     assert!(table.warnings()[0].contains("will be ignored"));
     assert!(table.warnings()[1].contains("does not include 'self'"));
@@ -129,7 +147,10 @@ fn admin_role_cannot_be_changed_but_can_get_members() {
     admin.description = Some("mine".to_owned());
     assert!(matches!(
         RoleTable::load(&reg, &[admin], no_extras()),
-        Err(RoleError::AdminOverride { key: "description", .. })
+        Err(RoleError::AdminOverride {
+            key: "description",
+            ..
+        })
     ));
 
     let mut admin = spec("admin");
@@ -177,7 +198,15 @@ fn role_names_follow_jupyterhubs_rule() {
         assert!(validate_role_name(good).is_ok(), "{good}");
     }
     for bad in [
-        "", "ab", "Abc", "1abc", "abc-", "abc.", "a b", "r\u{00f4}le", too_long.as_str(),
+        "",
+        "ab",
+        "Abc",
+        "1abc",
+        "abc-",
+        "abc.",
+        "a b",
+        "r\u{00f4}le",
+        too_long.as_str(),
     ] {
         assert!(validate_role_name(bad).is_err(), "{bad}");
     }
@@ -195,7 +224,10 @@ fn roles_expand_for_their_holder() {
     )])
     .unwrap();
     let mut grader = spec("grader");
-    grader.scopes = Some(strings(&["read:users!group=students", "custom:lab:read!user"]));
+    grader.scopes = Some(strings(&[
+        "read:users!group=students",
+        "custom:lab:read!user",
+    ]));
     grader.groups = Some(strings(&["teachers"]));
     let table = RoleTable::load(&reg, &[grader], no_extras()).unwrap();
 
@@ -218,7 +250,10 @@ fn roles_expand_for_their_holder() {
             .expand_for(&reg, ["server"], Owner::User("alice"))
             .unwrap()
             .to_strings(),
-        ["read:users:activity!user=alice", "users:activity!user=alice"]
+        [
+            "read:users:activity!user=alice",
+            "users:activity!user=alice"
+        ]
     );
     assert_eq!(
         table.raw_scopes(["user", "token"]),

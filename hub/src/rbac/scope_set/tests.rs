@@ -1,3 +1,5 @@
+//! Access checks (403 vs 404), list filters and intersection, with property tests.
+
 use proptest::prelude::*;
 
 use super::*;
@@ -143,7 +145,11 @@ fn filtered_scopes_never_pass_without_a_target() {
 
 #[test]
 fn list_filters_say_what_a_list_may_show() {
-    let s = set(&["list:users!group=staff", "list:users!user=carol", "list:groups"]);
+    let s = set(&[
+        "list:users!group=staff",
+        "list:users!user=carol",
+        "list:groups",
+    ]);
     assert_eq!(s.filter_for_list("list:groups"), ListFilter::All);
     assert_eq!(s.filter_for_list("list:services"), ListFilter::Nothing);
     let ListFilter::Only(filters) = s.filter_for_list("list:users") else {
@@ -188,7 +194,10 @@ fn sets_stay_reduced() {
     s.insert("read:users", Some(Filter::User("bob".into())));
     assert_eq!(s.to_strings(), ["read:users"]);
     assert_eq!(s.len(), 1);
-    assert_eq!(set(&["a!user=x", "a", "b!group=g"]).to_strings(), ["a", "b!group=g"]);
+    assert_eq!(
+        set(&["a!user=x", "a", "b!group=g"]).to_strings(),
+        ["a", "b!group=g"]
+    );
 }
 
 #[test]
@@ -204,11 +213,17 @@ fn strings_are_sorted_and_serialised_as_a_list() {
         "users:activity!user=alice",
     ];
     assert_eq!(s.to_strings(), expected);
-    assert_eq!(serde_json::to_value(&s).unwrap(), serde_json::json!(expected));
+    assert_eq!(
+        serde_json::to_value(&s).unwrap(),
+        serde_json::json!(expected)
+    );
     assert!(s.contains_str("read:users:name!user=alice"));
     assert!(!s.contains_str("read:users:name"));
     assert!(!s.contains_str("read:users:name!user=bob"));
-    assert_eq!(s.bases().collect::<Vec<_>>(), ["access:servers", "read:users:name", "users:activity"]);
+    assert_eq!(
+        s.bases().collect::<Vec<_>>(),
+        ["access:servers", "read:users:name", "users:activity"]
+    );
 }
 
 #[test]
@@ -225,7 +240,10 @@ fn parse_expanded_refuses_bare_filters() {
 fn intersection_with_unfiltered_keeps_the_filtered_side() {
     let a = set(&["read:users", "proxy"]);
     let b = set(&["read:users!user=alice", "read:hub"]);
-    assert_eq!(a.intersection(&b, &NoGroups).to_strings(), ["read:users!user=alice"]);
+    assert_eq!(
+        a.intersection(&b, &NoGroups).to_strings(),
+        ["read:users!user=alice"]
+    );
 }
 
 #[test]
@@ -250,7 +268,11 @@ fn intersection_nests_servers_within_users() {
 fn intersection_nests_users_and_servers_within_groups() {
     let groups = staff_members();
     let a = set(&["read:users!group=staff", "servers!group=staff"]);
-    let b = set(&["read:users!user=alice", "read:users!user=carol", "servers!server=bob/gpu"]);
+    let b = set(&[
+        "read:users!user=alice",
+        "read:users!user=carol",
+        "servers!server=bob/gpu",
+    ]);
     assert_eq!(
         a.intersection(&b, &groups).to_strings(),
         ["read:users!user=alice", "servers!server=bob/gpu"]
@@ -273,8 +295,14 @@ fn intersection_nests_users_and_servers_within_groups() {
 fn union_difference_and_covers() {
     let a = set(&["read:users!user=alice", "proxy"]);
     let b = set(&["read:users", "read:hub"]);
-    assert_eq!(a.union(&b).to_strings(), ["proxy", "read:hub", "read:users"]);
-    assert_eq!(a.difference(&b).to_strings(), ["proxy", "read:users!user=alice"]);
+    assert_eq!(
+        a.union(&b).to_strings(),
+        ["proxy", "read:hub", "read:users"]
+    );
+    assert_eq!(
+        a.difference(&b).to_strings(),
+        ["proxy", "read:users!user=alice"]
+    );
     assert_eq!(b.difference(&a).to_strings(), ["read:hub", "read:users"]);
     assert!(b.covers(&set(&["read:users!user=alice"]), &NoGroups));
     assert!(!a.covers(&b, &NoGroups));
@@ -283,7 +311,13 @@ fn union_difference_and_covers() {
 
 // === properties ===
 
-const BASES: &[&str] = &["read:users", "servers", "access:servers", "read:groups", "read:services"];
+const BASES: &[&str] = &[
+    "read:users",
+    "servers",
+    "access:servers",
+    "read:groups",
+    "read:services",
+];
 const USERS: &[&str] = &["alice", "bob", "carol"];
 const SERVERS: &[(&str, &str)] = &[("alice", ""), ("alice", "gpu"), ("bob", ""), ("carol", "x")];
 const GROUPS: &[&str] = &["staff", "physics"];
@@ -312,7 +346,11 @@ pub(crate) fn arb_scope_set() -> impl Strategy<Value = ScopeSet> {
 fn all_targets() -> Vec<Target<'static>> {
     let mut targets = vec![Target::None];
     targets.extend(USERS.iter().map(|u| Target::User(u)));
-    targets.extend(SERVERS.iter().map(|(user, server)| Target::Server { user, server }));
+    targets.extend(
+        SERVERS
+            .iter()
+            .map(|(user, server)| Target::Server { user, server }),
+    );
     targets.extend(GROUPS.iter().map(|g| Target::Group(g)));
     targets.extend(SERVICES.iter().map(|s| Target::Service(s)));
     targets

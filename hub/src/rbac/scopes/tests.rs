@@ -1,3 +1,5 @@
+//! Scope definitions, parsing, expansion and custom scopes.
+
 use super::*;
 
 fn alice() -> ExpandContext<'static> {
@@ -5,7 +7,10 @@ fn alice() -> ExpandContext<'static> {
 }
 
 fn expand(scopes: &[&str], ctx: &ExpandContext<'_>) -> Vec<String> {
-    ScopeRegistry::new().expand(scopes, ctx).unwrap().to_strings()
+    ScopeRegistry::new()
+        .expand(scopes, ctx)
+        .unwrap()
+        .to_strings()
 }
 
 fn sorted(names: &[&str]) -> Vec<String> {
@@ -191,7 +196,10 @@ fn every_subscope_is_defined_and_every_scope_described() {
 #[test]
 fn implied_follows_subscopes_transitively() {
     let reg = ScopeRegistry::new();
-    assert_eq!(reg.subscopes("users"), ["read:users", "list:users", "users:activity"]);
+    assert_eq!(
+        reg.subscopes("users"),
+        ["read:users", "list:users", "users:activity"]
+    );
     assert!(reg.implied("admin:users").contains("read:users:groups"));
     assert!(reg.implied("nope").is_empty());
     assert!(reg.subscopes("nope").is_empty());
@@ -223,7 +231,10 @@ fn filters_are_applied_to_every_implied_scope() {
     );
     assert_eq!(
         expand(&["read:services!service=culler"], &alice()),
-        ["read:services!service=culler", "read:services:name!service=culler"]
+        [
+            "read:services!service=culler",
+            "read:services:name!service=culler"
+        ]
     );
 }
 
@@ -256,8 +267,14 @@ fn server_filters_drop_implied_read_users_scopes() {
 
 #[test]
 fn user_and_group_filters_keep_implied_read_users_scopes() {
-    assert!(expand(&["servers!user=alice"], &alice()).contains(&"read:users:name!user=alice".to_owned()));
-    assert!(expand(&["servers!group=staff"], &alice()).contains(&"read:users:name!group=staff".to_owned()));
+    assert!(
+        expand(&["servers!user=alice"], &alice())
+            .contains(&"read:users:name!user=alice".to_owned())
+    );
+    assert!(
+        expand(&["servers!group=staff"], &alice())
+            .contains(&"read:users:name!group=staff".to_owned())
+    );
 }
 
 #[test]
@@ -265,7 +282,10 @@ fn bare_filters_resolve_against_the_owner_and_client() {
     let reg = ScopeRegistry::new();
     assert_eq!(
         expand(&["users:activity!user"], &alice()),
-        ["read:users:activity!user=alice", "users:activity!user=alice"]
+        [
+            "read:users:activity!user=alice",
+            "users:activity!user=alice"
+        ]
     );
 
     let server_client = alice().with_client(Some(ClientTarget::Server {
@@ -315,14 +335,20 @@ fn expansion_is_reduced() {
 fn unknown_scopes_are_worded_as_jupyterhub() {
     let reg = ScopeRegistry::new();
     let msg = |s: &str, who: Option<&str>| reg.parse(s, who).unwrap_err().to_string();
-    assert_eq!(msg("nope", Some("token")), "Scope 'nope' for token does not exist");
+    assert_eq!(
+        msg("nope", Some("token")),
+        "Scope 'nope' for token does not exist"
+    );
     assert_eq!(
         msg("nope!user=x", Some("role teacher")),
         "Scope 'nope!user=x' for role teacher does not exist"
     );
     // JupyterHub leaves two spaces when nobody is named.
     assert_eq!(msg("nope", None), "Scope 'nope'  does not exist");
-    assert_eq!(msg("all", None), "Draft scope 'all' is now called 'inherit'");
+    assert_eq!(
+        msg("all", None),
+        "Draft scope 'all' is now called 'inherit'"
+    );
     assert_eq!(
         msg("read:users!group", Some("token")),
         "Scope filter group '!group' in scope 'read:users!group' for token does not exist"
@@ -340,7 +366,10 @@ fn unknown_scopes_are_worded_as_jupyterhub() {
         "Empty string is not a valid filter: read:users!user="
     );
     assert!(reg.expand(["nope"], &alice()).is_err());
-    assert!(reg.check_scopes_exist(["read:users", "self", "inherit"], None).is_ok());
+    assert!(
+        reg.check_scopes_exist(["read:users", "self", "inherit"], None)
+            .is_ok()
+    );
 }
 
 #[test]
@@ -407,8 +436,15 @@ fn custom_scope_names_follow_jupyterhubs_pattern() {
         assert!(is_valid_custom_name(good), "{good}");
     }
     for bad in [
-        "custom:", "custom:ab", "custom:-ab", "custom:ab-", "custom:ab:", "custom:ABC",
-        "Custom:abc", "read:thing", "custom:a b",
+        "custom:",
+        "custom:ab",
+        "custom:-ab",
+        "custom:ab-",
+        "custom:ab:",
+        "custom:ABC",
+        "Custom:abc",
+        "read:thing",
+        "custom:a b",
     ] {
         let mut reg = ScopeRegistry::new();
         let err = reg
