@@ -91,7 +91,7 @@ pub enum InvalidSecret {
 /// Whether `text` is a non-empty, even-length run of hex digits (JupyterHub's
 /// `^([a-f0-9]{2})+$`, ignoring case).
 fn is_hex(text: &str) -> bool {
-    !text.is_empty() && text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit())
+    !text.is_empty() && text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Where the secret in use came from.
@@ -272,7 +272,8 @@ fn warn_if_long(secret: &CookieSecret) {
     if secret.as_bytes().len() > GENERATED_LEN {
         tracing::warn!(
             bytes = secret.as_bytes().len(),
-            "cookie secret is {} bytes; 32 is enough", secret.as_bytes().len()
+            "cookie secret is {} bytes; 32 is enough",
+            secret.as_bytes().len()
         );
     }
 }
@@ -303,7 +304,11 @@ mod tests {
         assert_eq!(text.len(), 65, "64 hex digits and a newline");
         assert!(text.ends_with('\n'));
         assert_eq!(text.trim(), secret.to_hex());
-        assert!(text.trim().bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(
+            text.trim()
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
 
         // The next start reads the same secret back.
         let (again, origin) = load(None, &path).unwrap();
@@ -322,7 +327,10 @@ mod tests {
         let path = dir.path().join("secret");
         write_with_mode(&path, &"ab".repeat(32), 0o644);
         let err = load(None, &path).unwrap_err();
-        assert!(matches!(err, CookieSecretError::Permissions { mode: 0o644, .. }));
+        assert!(matches!(
+            err,
+            CookieSecretError::Permissions { mode: 0o644, .. }
+        ));
         let message = err.to_string();
         assert!(message.contains(&path.display().to_string()), "{message}");
         assert!(message.contains("chmod 600"), "{message}");
@@ -336,7 +344,10 @@ mod tests {
         for mode in [0o640, 0o620, 0o610, 0o604, 0o602, 0o601] {
             write_with_mode(&path, &"ab".repeat(32), mode);
             assert!(
-                matches!(load(None, &path), Err(CookieSecretError::Permissions { .. })),
+                matches!(
+                    load(None, &path),
+                    Err(CookieSecretError::Permissions { .. })
+                ),
                 "mode {mode:o} must be refused"
             );
         }
@@ -421,7 +432,10 @@ mod tests {
         assert!(CookieSecret::from_hex("abc").is_err(), "odd length");
         assert!(CookieSecret::from_hex("zz").is_err());
         assert!(CookieSecret::from_hex("").is_err());
-        assert_eq!(CookieSecret::from_hex(" 0A0b ").unwrap().as_bytes(), [10, 11]);
+        assert_eq!(
+            CookieSecret::from_hex(" 0A0b ").unwrap().as_bytes(),
+            [10, 11]
+        );
         let secret = CookieSecret::from_hex("00ff").unwrap();
         assert!(!format!("{secret:?}").contains("00ff"));
     }

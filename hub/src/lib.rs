@@ -7,11 +7,17 @@
 //! - [`api`]: REST API building blocks.
 //! - [`rbac`]: scopes, roles and their checks (pure functions).
 //! - [`identity`]: tokens, signed cookies and XSRF rules (pure functions).
+//! - [`config`]: the layered configuration (TOML file, environment, flags) and its docs.
+//! - [`cookie_secret`]: loading or creating the secret that signs login cookies.
+//! - [`proxy`]: driving the proxy: REST client, managed child process, route reconciliation.
 
 pub mod api;
+pub mod config;
+pub mod cookie_secret;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod proxy;
 pub mod rbac;
 
 pub use crate::http::VERSION;

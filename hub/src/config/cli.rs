@@ -143,9 +143,7 @@ mod tests {
         for (_, flag) in FLAG_KEYS {
             let long = flag.trim_start_matches("--");
             assert!(
-                command
-                    .get_arguments()
-                    .any(|a| a.get_long() == Some(long)),
+                command.get_arguments().any(|a| a.get_long() == Some(long)),
                 "{flag}"
             );
         }

@@ -69,6 +69,10 @@ pub struct Provenance {
     file: Option<PathBuf>,
     /// Every key path present in the file, down to plain values (not inside them).
     in_file: BTreeSet<String>,
+    /// Keys whose whole content came from the file: plain values, and the entries of lists
+    /// and tables of sections (`services[0]`, `groups.staff`), but not fixed sections such
+    /// as `[hub]`, whose missing keys are defaults.
+    whole_in_file: BTreeSet<String>,
     /// Keys set by the environment or the command line, with the variable or flag.
     overrides: BTreeMap<String, Source>,
 }
@@ -79,8 +83,12 @@ impl Provenance {
         if let Some(source) = self.overrides.get(key) {
             return source.clone();
         }
+        // Entries inside lists and plain tables are not tracked one by one: the nearest
+        // enclosing key that the file set answers for them.
+        let in_file =
+            self.in_file.contains(key) || ancestors(key).any(|k| self.whole_in_file.contains(k));
         match &self.file {
-            Some(file) if self.in_file.contains(key) => Source::File(file.clone()),
+            Some(file) if in_file => Source::File(file.clone()),
             _ => Source::Default,
         }
     }
@@ -106,6 +114,26 @@ impl Provenance {
     pub(crate) fn set_override(&mut self, key: &str, source: Source) {
         self.overrides.insert(key.to_owned(), source);
     }
+}
+
+/// The enclosing keys of a dotted path, nearest first: `a.b[2].c` gives `a.b[2]`, `a.b`, `a`.
+/// Quoted keys (`groups."x.y"`) are kept whole.
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    let mut cuts = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in path.char_indices() {
+        match quote {
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if (c == '.' || c == '[') && i > 0 => cuts.push(i),
+            None => {}
+        }
+    }
+    cuts.into_iter().rev().map(move |i| &path[..i])
 }
 
 // === the file ===
@@ -149,7 +177,16 @@ pub(crate) fn read_file(path: &Path, provenance: &mut Provenance) -> Result<Tabl
 /// Records `table` as the content of the config file `path`.
 pub(crate) fn record_parsed(provenance: &mut Provenance, path: &Path, table: &Table) {
     provenance.file = Some(path.to_owned());
-    record_keys(HubConfig::schema(), table, "", &mut provenance.in_file);
+    let mut keys = Recorded::default();
+    record_keys(HubConfig::schema(), table, "", &mut keys);
+    provenance.in_file = keys.all;
+    provenance.whole_in_file = keys.whole;
+}
+
+#[derive(Default)]
+struct Recorded {
+    all: BTreeSet<String>,
+    whole: BTreeSet<String>,
 }
 
 /// Parses TOML text, with the parser's line, column and excerpt in the error.
@@ -160,7 +197,7 @@ pub(crate) fn parse_toml(text: &str) -> Result<Table, String> {
 
 /// Records every key path of `table`, following the schema into sections but not into plain
 /// values (whose keys may be secrets, as in `hub.api_tokens`).
-fn record_keys(schema: &SectionSchema, table: &Table, path: &str, out: &mut BTreeSet<String>) {
+fn record_keys(schema: &SectionSchema, table: &Table, path: &str, out: &mut Recorded) {
     for (key, value) in table {
         let at = join(path, key);
         let kind = schema.field(key).map(|f| (f.kind)());
@@ -172,7 +209,8 @@ fn record_keys(schema: &SectionSchema, table: &Table, path: &str, out: &mut BTre
                     if let Value::Table(t) = item {
                         record_keys(s, t, &at, out);
                     }
-                    out.insert(at);
+                    out.all.insert(at.clone());
+                    out.whole.insert(at);
                 }
             }
             (Some(Kind::NamedSections(s)), Value::Table(t)) => {
@@ -181,12 +219,15 @@ fn record_keys(schema: &SectionSchema, table: &Table, path: &str, out: &mut BTre
                     if let Value::Table(t) = item {
                         record_keys(s, t, &at, out);
                     }
-                    out.insert(at);
+                    out.all.insert(at.clone());
+                    out.whole.insert(at);
                 }
             }
-            _ => {}
+            _ => {
+                out.whole.insert(at.clone());
+            }
         }
-        out.insert(at);
+        out.all.insert(at);
     }
 }
 
@@ -344,11 +385,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ancestors_respect_quotes() {
+        let all: Vec<&str> = ancestors("groups.\"a.b\".users[2]").collect();
+        assert_eq!(all, ["groups.\"a.b\".users", "groups.\"a.b\"", "groups"]);
+        assert_eq!(ancestors("hub").count(), 0);
+        let all: Vec<&str> = ancestors("x.'q[1]'.y").collect();
+        assert_eq!(all, ["x.'q[1]'", "x"]);
+    }
+
+    #[test]
     fn text_converts_to_the_expected_type_or_stays_text() {
-        assert_eq!(
-            text_to_value(Scalar::Integer, "8000"),
-            Value::Integer(8000)
-        );
+        assert_eq!(text_to_value(Scalar::Integer, "8000"), Value::Integer(8000));
         assert_eq!(
             text_to_value(Scalar::Integer, "eighty"),
             Value::String("eighty".into())
@@ -374,7 +421,10 @@ mod tests {
             env_names("authenticator.pam.service"),
             ["JUPYTERHUB_AUTHENTICATOR_PAM_SERVICE"]
         );
-        assert!(env_names("hub.template_paths").is_empty(), "lists are file-only");
+        assert!(
+            env_names("hub.template_paths").is_empty(),
+            "lists are file-only"
+        );
         assert!(env_names("services").is_empty());
     }
 
@@ -420,7 +470,11 @@ mod tests {
         ];
         for key in env_keys() {
             for name in &key.names {
-                assert!(!server_env.contains(&name.as_str()), "{name} ({})", key.path);
+                assert!(
+                    !server_env.contains(&name.as_str()),
+                    "{name} ({})",
+                    key.path
+                );
             }
         }
     }

@@ -9,10 +9,8 @@ use toml::{Table, Value};
 
 use super::HubConfig;
 use super::cli::flag_for;
-use super::layers::{
-    CONFIG_FILE_ENV, ENV_ALIASES, Provenance, Source, env_names,
-};
-use super::schema::{FieldSchema, Kind, SectionSchema, Secrets, TomlValue, index, join, toml_key};
+use super::layers::{CONFIG_FILE_ENV, ENV_ALIASES, Provenance, Source, env_names};
+use super::schema::{FieldSchema, Kind, Secrets, SectionSchema, TomlValue, index, join, toml_key};
 
 /// Example values for keys that are unset by default, shown commented out by
 /// `--generate-config`. Secrets get placeholders that the hub refuses if used as they are.
@@ -21,7 +19,10 @@ pub(crate) const LEAF_EXAMPLES: &[(&str, &str)] = &[
     ("hub.port", "8000"),
     ("hub.public_url", "\"https://hub.example.org/\""),
     ("hub.hub_bind_url", "\"http://0.0.0.0:8081\""),
-    ("hub.hub_connect_url", "\"http://hub.internal.example:8081\""),
+    (
+        "hub.hub_connect_url",
+        "\"http://hub.internal.example:8081\"",
+    ),
     ("hub.ssl_key", "\"/etc/jupyterhub/tls/key.pem\""),
     ("hub.ssl_cert", "\"/etc/jupyterhub/tls/fullchain.pem\""),
     ("hub.cookie_secret", "\"<output of: openssl rand -hex 32>\""),
@@ -101,20 +102,37 @@ const GENERATED_HEADER: &str = "\
 pub fn generate_config() -> String {
     let defaults = encode(&HubConfig::default(), Secrets::Show);
     let mut out = String::from(GENERATED_HEADER);
-    write_section(&mut out, "", HubConfig::schema(), &defaults, &Mode::Generate);
+    write_section(
+        &mut out,
+        "",
+        HubConfig::schema(),
+        &defaults,
+        &Mode::Generate,
+    );
     out
 }
 
 /// The effective configuration, secrets redacted.
 pub(crate) fn show_config(config: &HubConfig, provenance: &Provenance) -> String {
     let values = encode(config, Secrets::Redact);
-    let mut out = String::from("# Effective configuration of the hub. Secrets are shown as \"<redacted>\".\n");
+    let mut out = String::from(
+        "# Effective configuration of the hub. Secrets are shown as \"<redacted>\".\n",
+    );
     match provenance.file() {
         Some(file) => writeln!(out, "# Config file: {}", file.display()),
-        None => writeln!(out, "# Config file: none (defaults, environment and flags only)"),
+        None => writeln!(
+            out,
+            "# Config file: none (defaults, environment and flags only)"
+        ),
     }
     .ok();
-    write_section(&mut out, "", HubConfig::schema(), &values, &Mode::Show(provenance));
+    write_section(
+        &mut out,
+        "",
+        HubConfig::schema(),
+        &values,
+        &Mode::Show(provenance),
+    );
     out
 }
 
@@ -130,7 +148,13 @@ enum Mode<'a> {
     Show(&'a Provenance),
 }
 
-fn write_section(out: &mut String, path: &str, schema: &SectionSchema, table: &Table, mode: &Mode<'_>) {
+fn write_section(
+    out: &mut String,
+    path: &str,
+    schema: &SectionSchema,
+    table: &Table,
+    mode: &Mode<'_>,
+) {
     for field in schema.fields {
         let kind = (field.kind)();
         if !kind.is_inline() {
@@ -157,23 +181,21 @@ fn write_section(out: &mut String, path: &str, schema: &SectionSchema, table: &T
                 }
                 .ok();
             }
-            Mode::Show(provenance) => {
-                match value {
-                    Some(v) => {
-                        write!(out, "{} = {}", toml_key(field.name), inline(v)).ok();
-                        match provenance.source_of(&key_path) {
-                            source @ (Source::Env(_) | Source::Cli(_) | Source::Generated) => {
-                                write!(out, "  # {source}").ok();
-                            }
-                            Source::Default | Source::File(_) => {}
+            Mode::Show(provenance) => match value {
+                Some(v) => {
+                    write!(out, "{} = {}", toml_key(field.name), inline(v)).ok();
+                    match provenance.source_of(&key_path) {
+                        source @ (Source::Env(_) | Source::Cli(_) | Source::Generated) => {
+                            write!(out, "  # {source}").ok();
                         }
-                        out.push('\n');
+                        Source::Default | Source::File(_) => {}
                     }
-                    None => {
-                        writeln!(out, "# {} is unset", toml_key(field.name)).ok();
-                    }
+                    out.push('\n');
                 }
-            }
+                None => {
+                    writeln!(out, "# {} is unset", toml_key(field.name)).ok();
+                }
+            },
         }
     }
 
@@ -195,7 +217,10 @@ fn write_section(out: &mut String, path: &str, schema: &SectionSchema, table: &T
                 write_example_block(out, &key_path, field, s);
             }
             (Kind::Sections(s), Mode::Show(_)) => {
-                let items = value.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+                let items = value
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
                 for (i, item) in items.iter().enumerate() {
                     if let Value::Table(t) = item {
                         writeln!(out, "\n[[{key_path}]]").ok();
@@ -230,11 +255,11 @@ fn write_example_block(out: &mut String, path: &str, field: &FieldSchema, schema
     write_comment(out, "", schema.doc);
     writeln!(out, "#\n# Keys of each entry:").ok();
     for key in schema.fields {
-        let mut head = format!("#   {} ({}", key.name, (key.type_name)());
+        let mut head = format!("#   {}: {}", key.name, (key.type_name)());
         if let Some(v) = defaults.get(key.name).filter(|v| !is_empty_value(v)) {
             write!(head, ", default {}", inline(v)).ok();
         }
-        writeln!(out, "{head})").ok();
+        writeln!(out, "{head}").ok();
         write_comment(out, "      ", key.doc);
     }
     if let Some((_, example)) = BLOCK_EXAMPLES.iter().find(|(p, _)| *p == path) {
@@ -253,10 +278,22 @@ fn write_example_block(out: &mut String, path: &str, field: &FieldSchema, schema
 fn default_entry(schema: &SectionSchema) -> Table {
     // Every table of sections in the config is one of these; look the defaults up by schema.
     let candidates = [
-        (super::ServiceConfig::schema(), super::ServiceConfig::default().encode(Secrets::Show)),
-        (super::RoleConfig::schema(), super::RoleConfig::default().encode(Secrets::Show)),
-        (super::GroupConfig::schema(), super::GroupConfig::default().encode(Secrets::Show)),
-        (super::CustomScope::schema(), super::CustomScope::default().encode(Secrets::Show)),
+        (
+            super::ServiceConfig::schema(),
+            super::ServiceConfig::default().encode(Secrets::Show),
+        ),
+        (
+            super::RoleConfig::schema(),
+            super::RoleConfig::default().encode(Secrets::Show),
+        ),
+        (
+            super::GroupConfig::schema(),
+            super::GroupConfig::default().encode(Secrets::Show),
+        ),
+        (
+            super::CustomScope::schema(),
+            super::CustomScope::default().encode(Secrets::Show),
+        ),
     ];
     candidates
         .into_iter()
@@ -302,7 +339,8 @@ fn write_comment(out: &mut String, indent: &str, doc: &str) {
 
 /// The lines of a doc comment without the space after `///`.
 fn doc_lines(doc: &str) -> impl Iterator<Item = &str> {
-    doc.lines().map(|l| l.strip_prefix(' ').unwrap_or(l).trim_end())
+    doc.lines()
+        .map(|l| l.strip_prefix(' ').unwrap_or(l).trim_end())
 }
 
 /// A doc comment as one paragraph, for a table cell.
@@ -330,7 +368,8 @@ The hub reads its configuration in layers, each overriding the one before:
 3. environment variables: `JUPYTERHUB_<SECTION>_<KEY>` for every key holding a single value
    (for example `JUPYTERHUB_HUB_PORT`, `JUPYTERHUB_PROXY_API_URL`,
    `JUPYTERHUB_AUTHENTICATOR_PAM_SERVICE`), and the variables JupyterHub already uses (below).
-   Lists and tables can only be set in the file. An empty variable counts as unset;
+   Lists and tables can only be set in the file, and a command set this way is the program
+   alone, without arguments. An empty variable counts as unset;
 4. command-line flags.
 
 Sections are named after JupyterHub's configurable classes and keys keep JupyterHub's names:
@@ -389,7 +428,13 @@ pub fn reference_markdown() -> String {
 }
 
 /// A section's heading, its doc and a table of its keys; then its nested sections.
-fn markdown_field(out: &mut String, parent: &str, field: &FieldSchema, value: Option<&Value>, level: usize) {
+fn markdown_field(
+    out: &mut String,
+    parent: &str,
+    field: &FieldSchema,
+    value: Option<&Value>,
+    level: usize,
+) {
     let path = join(parent, field.name);
     let (schema, heading, with_env) = match (field.kind)() {
         Kind::Section(s) => (s, format!("[{path}]"), true),
@@ -398,7 +443,12 @@ fn markdown_field(out: &mut String, parent: &str, field: &FieldSchema, value: Op
         _ => return,
     };
     let hashes = "#".repeat(level);
-    writeln!(out, "\n{hashes} `{heading}`\n\n{}", doc_paragraph(schema.doc)).ok();
+    writeln!(
+        out,
+        "\n{hashes} `{heading}`\n\n{}",
+        doc_paragraph(schema.doc)
+    )
+    .ok();
     let table = match (field.kind)() {
         Kind::Section(_) => value.and_then(Value::as_table).cloned().unwrap_or_default(),
         _ => default_entry(schema),
@@ -430,8 +480,15 @@ fn markdown_field(out: &mut String, parent: &str, field: &FieldSchema, value: Op
                 .map(|n| format!("`{n}`"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let flag = flag_for(&key_path).map(|f| format!("`{f}`")).unwrap_or_default();
-            writeln!(out, "| `{}` | {ty} | {default} | {env} | {flag} | {doc} |", key.name).ok();
+            let flag = flag_for(&key_path)
+                .map(|f| format!("`{f}`"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "| `{}` | {ty} | {default} | {env} | {flag} | {doc} |",
+                key.name
+            )
+            .ok();
         } else {
             writeln!(out, "| `{}` | {ty} | {default} | {doc} |", key.name).ok();
         }

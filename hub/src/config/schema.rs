@@ -122,7 +122,10 @@ impl<'a> Decoder<'a> {
 
     /// Records "expected X, found Y", quoting what was found.
     pub(crate) fn expected(&mut self, path: &str, expected: &str, found: &Value) {
-        self.invalid(path, format!("expected {expected}, found {}", describe(found)));
+        self.invalid(
+            path,
+            format!("expected {expected}, found {}", describe(found)),
+        );
     }
 
     /// Like [`Decoder::expected`] but names only the type found, never the text: for secrets.
@@ -139,9 +142,14 @@ impl<'a> Decoder<'a> {
             .iter()
             .find(|(theirs, ours)| key.eq_ignore_ascii_case(theirs) && known.contains(ours))
             .map(|(_, ours)| *ours);
+        let what = if path.contains(['.', '[']) {
+            "key"
+        } else {
+            "section"
+        };
         let message = match renamed.or_else(|| suggest(key, known)) {
-            Some(s) => format!("unknown key, did you mean `{s}`?"),
-            None => "unknown key (`hub --generate-config` lists every key)".to_owned(),
+            Some(s) => format!("unknown {what}, did you mean `{s}`?"),
+            None => format!("unknown {what} (`hub --generate-config` lists every key)"),
         };
         self.invalid(path, message);
     }
@@ -245,8 +253,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in rows.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        rows[0][j] = j;
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -507,7 +515,10 @@ mod tests {
         assert_eq!(suggest("prot", &known), Some("port"));
         assert_eq!(suggest("Port", &known), Some("port"));
         assert_eq!(suggest("base-url", &known), Some("base_url"));
-        assert_eq!(suggest("cookie_secrt_file", &known), Some("cookie_secret_file"));
+        assert_eq!(
+            suggest("cookie_secrt_file", &known),
+            Some("cookie_secret_file")
+        );
         assert_eq!(suggest("frobnicate", &known), None);
         assert_eq!(suggest("x", &["ip"]), None);
     }

@@ -156,6 +156,18 @@ impl HubSection {
         from_url.unwrap_or(SocketAddr::new(self.hub_ip, self.hub_port.get()))
     }
 
+    /// Where the public proxy listens, as its `--ip` and `--port` take them: the host of
+    /// `bind_url` (an IPv6 address without brackets) and its port, explicit or the scheme's.
+    pub fn public_listen(&self) -> (String, u16) {
+        let host = match self.bind_url.host() {
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(host) => host.to_string(),
+            None => String::new(),
+        };
+        let port = self.bind_url.port_or_known_default().unwrap_or(8000);
+        (host, port)
+    }
+
     /// The prefix of the hub's own pages and API: `{base_url}hub/`.
     pub fn hub_prefix(&self) -> String {
         self.base_url.hub_prefix()
@@ -178,10 +190,7 @@ impl HubSection {
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
-        let scheme = self
-            .hub_bind_url
-            .as_ref()
-            .map_or("http", |u| u.scheme());
+        let scheme = self.hub_bind_url.as_ref().map_or("http", |u| u.scheme());
         let host = match ip {
             IpAddr::V4(ip) => ip.to_string(),
             IpAddr::V6(ip) => format!("[{ip}]"),

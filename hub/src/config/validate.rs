@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::HubConfig;
 use super::error::Problem;
 use super::layers::{Provenance, Source};
 use super::schema::{index, join};
@@ -15,7 +16,6 @@ use super::sections::{
     SpawnerSection, host_ip,
 };
 use super::values::{AuthenticatorClass, BaseUrl, Secret};
-use super::HubConfig;
 
 /// Length limits of tokens given in configuration: JupyterHub refuses shorter ones, and never
 /// looks up longer ones.
@@ -166,7 +166,10 @@ fn hub(hub: &mut HubSection, check: &mut Checker<'_>) {
             ),
         );
     }
-    check.positive("hub.cookie_max_age_days", hub.cookie_max_age_days.duration());
+    check.positive(
+        "hub.cookie_max_age_days",
+        hub.cookie_max_age_days.duration(),
+    );
     check.positive("hub.last_activity_interval", hub.last_activity_interval);
     if let Some(lifetime) = hub.oauth_token_expires_in {
         check.positive("hub.oauth_token_expires_in", lifetime);
@@ -370,8 +373,7 @@ fn services(services: &[ServiceConfig], hub: &HubSection, check: &mut Checker<'_
         let name = service.name.as_str();
         if name.is_empty() {
             check.problem(&join(&at, "name"), "is required");
-        } else if name.contains('/') || name.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
+        } else if name.contains('/') || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
             check.problem(
                 &join(&at, "name"),
                 format!("{name:?}: a service name cannot hold `/` or spaces (it is part of a URL)"),
@@ -500,7 +502,13 @@ mod tests {
         for ok in ["custom:read:notes", "custom:a_*", "custom:x-y"] {
             assert!(is_custom_scope_name(ok), "{ok}");
         }
-        for bad in ["read:notes", "custom:", "custom:ab-", "custom:Up", "custom:-ab"] {
+        for bad in [
+            "read:notes",
+            "custom:",
+            "custom:ab-",
+            "custom:Up",
+            "custom:-ab",
+        ] {
             assert!(!is_custom_scope_name(bad), "{bad}");
         }
     }

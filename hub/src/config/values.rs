@@ -79,7 +79,6 @@ fn integer_in(
 /// Decodes a finite number of at least 0, integer or float.
 fn non_negative(value: Value, cx: &mut Decoder<'_>, path: &str, expected: &str) -> Option<f64> {
     match value {
-        #[allow(clippy::cast_precision_loss, reason = "config numbers are small")]
         Value::Integer(i) if i >= 0 => Some(i as f64),
         Value::Float(f) if f.is_finite() && f >= 0.0 => Some(f),
         other => {
@@ -167,6 +166,10 @@ impl TomlValue for IpAddr {
     }
     fn decode(value: Value, cx: &mut Decoder<'_>, path: &str) -> Option<Self> {
         let parsed = match &value {
+            // JupyterHub writes "all interfaces" as an empty string; CHP also takes `*`.
+            Value::String(s) if s.is_empty() || s == "*" => {
+                Some(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+            }
             Value::String(s) => {
                 let bare = s.strip_prefix('[').and_then(|s| s.strip_suffix(']'));
                 bare.unwrap_or(s).parse().ok()
@@ -174,7 +177,11 @@ impl TomlValue for IpAddr {
             _ => None,
         };
         if parsed.is_none() {
-            cx.expected(path, "an IP address such as 127.0.0.1 or ::1", &value);
+            cx.expected(
+                path,
+                "an IP address such as 127.0.0.1 or ::1 (\"\" for all interfaces)",
+                &value,
+            );
         }
         parsed
     }
@@ -365,18 +372,16 @@ impl TomlValue for Days {
     }
     fn decode(value: Value, cx: &mut Decoder<'_>, path: &str) -> Option<Self> {
         let days = non_negative(value, cx, path, "a number of days (0 or more)")?;
-        #[allow(clippy::cast_precision_loss, reason = "a constant")]
         let per_day = Self::SECONDS_PER_DAY as f64;
         Duration::try_from_secs_f64(days * per_day).ok().map(Days)
     }
     fn encode(&self, _: Secrets) -> Option<Value> {
         let secs = self.0.as_secs();
-        if self.0.subsec_nanos() == 0 && secs % Self::SECONDS_PER_DAY == 0 {
+        if self.0.subsec_nanos() == 0 && secs.is_multiple_of(Self::SECONDS_PER_DAY) {
             i64::try_from(secs / Self::SECONDS_PER_DAY)
                 .ok()
                 .map(Value::Integer)
         } else {
-            #[allow(clippy::cast_precision_loss, reason = "a constant")]
             let per_day = Self::SECONDS_PER_DAY as f64;
             Some(Value::Float(self.0.as_secs_f64() / per_day))
         }
@@ -641,16 +646,19 @@ impl DbUrl {
                     "" | "/:memory:" => Ok(DbUrl::SqliteMemory),
                     _ => match rest.strip_prefix('/') {
                         Some(path) if !path.is_empty() => Ok(DbUrl::Sqlite(PathBuf::from(path))),
-                        _ => Err(
-                            "write sqlite:///relative/path or sqlite:////absolute/path".to_owned()
-                        ),
+                        _ => {
+                            Err("write sqlite:///relative/path or sqlite:////absolute/path"
+                                .to_owned())
+                        }
                     },
                 }
             }
             "postgres" | "postgresql" => Url::parse(&format!("postgresql://{rest}"))
                 .map(DbUrl::Postgres)
                 .map_err(|e| e.to_string()),
-            "mysql" | "mariadb" => Err("MySQL is not supported; use SQLite or PostgreSQL".to_owned()),
+            "mysql" | "mariadb" => {
+                Err("MySQL is not supported; use SQLite or PostgreSQL".to_owned())
+            }
             other => Err(format!("unknown database {other:?}")),
         }
     }
@@ -666,7 +674,9 @@ impl DbUrl {
                     let mut shown = url.clone();
                     // A marker the URL parser keeps verbatim, swapped for the redaction text.
                     let _ = shown.set_password(Some("REDACTED"));
-                    shown.to_string().replacen(":REDACTED@", &format!(":{REDACTED}@"), 1)
+                    shown
+                        .to_string()
+                        .replacen(":REDACTED@", &format!(":{REDACTED}@"), 1)
                 }
                 _ => url.to_string(),
             },
@@ -860,7 +870,7 @@ impl TomlValue for ApiTokens {
             // Problems are reported against the table: the key is a secret.
             match user {
                 _ if is_placeholder(&token) => {
-                    cx.invalid(path, PLACEHOLDER_MESSAGE);
+                    cx.invalid(path, format!("a token {PLACEHOLDER_MESSAGE}"));
                     ok = false;
                 }
                 Value::String(user) => out.push((Secret(token), user)),
@@ -1045,8 +1055,10 @@ impl MetricsPrefix {
         if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
             Ok(MetricsPrefix(text.to_owned()))
         } else {
-            Err("a metric name prefix is letters, digits, `_` and `:`, not starting with a digit"
-                .to_owned())
+            Err(
+                "a metric name prefix is letters, digits, `_` and `:`, not starting with a digit"
+                    .to_owned(),
+            )
         }
     }
 
@@ -1282,7 +1294,11 @@ mod tests {
         assert!(DbUrl::parse("sqlite://relative.db").is_err());
         assert!(DbUrl::parse("jupyterhub.sqlite").is_err());
         // Round trip of the SQLite forms.
-        for text in ["sqlite:///jupyterhub.sqlite", "sqlite:////abs/x.db", "sqlite://"] {
+        for text in [
+            "sqlite:///jupyterhub.sqlite",
+            "sqlite:////abs/x.db",
+            "sqlite://",
+        ] {
             assert_eq!(DbUrl::parse(text).unwrap().to_text(Secrets::Show), text);
         }
     }

@@ -618,15 +618,20 @@ impl ChpClient {
             let wait = backoff
                 .mul_f64(rand::random_range(0.5..=1.0))
                 .min(deadline - now);
-            match &failure {
-                Transient::Transport(e) => {
-                    tracing::warn!("proxy API {method} {url} failed, retrying in {wait:?}: {e}");
-                }
-                Transient::Status(status, _) => {
-                    tracing::warn!(
-                        "proxy API {method} {url} answered {status}, retrying in {wait:?}"
-                    );
-                }
+            let problem = match &failure {
+                Transient::Transport(e) => format!("failed ({e})"),
+                Transient::Status(status, _) => format!("answered {status}"),
+            };
+            // The first retry is worth a warning; the rest of a long outage only at debug.
+            if attempts == 1 {
+                tracing::warn!(
+                    "proxy API {method} {url} {problem}; retrying for up to {:?}",
+                    deadline - now
+                );
+            } else {
+                tracing::debug!(
+                    "proxy API {method} {url} {problem}; attempt {attempts}, retrying in {wait:?}"
+                );
             }
             tokio::time::sleep(wait).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);

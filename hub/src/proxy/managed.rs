@@ -2,10 +2,10 @@
 //! `check_running` and `stop`).
 //!
 //! [`ManagedProxy::start`] stops a proxy left over by an earlier hub (found through the pid
-//! file, and only if `/proc/<pid>/cmdline` shows a proxy serving this hub's API address: a reused
-//! pid is never signalled), launches the command with the flags
-//! JupyterHub passes and `CONFIGPROXY_AUTH_TOKEN` in its environment, and returns once the API
-//! answers. A supervisor task then notices the child's exit at once (and pings the API every
+//! file, and only if `/proc/<pid>/cmdline` shows a proxy serving this hub's API address: a
+//! reused pid is never signalled), launches the command with the flags JupyterHub passes and
+//! `CONFIGPROXY_AUTH_TOKEN` in its environment, and returns once the API answers. A supervisor
+//! task then notices the child's exit at once (and checks its public port every
 //! `check_running_interval`), restarts it and fires a [`SyncTrigger`] so the routes are restored.
 //! [`ManagedProxy::stop`] sends SIGTERM to the child's process group, SIGKILL after
 //! `stop_timeout`, and removes the pid file. The child's output goes to the hub's log.
@@ -192,8 +192,13 @@ impl ManagedProxy {
             on_restart,
         });
 
-        stop_stale_proxy(&shared).await?;
-        ensure_api_free(&shared).await?;
+        // A proxy that just exited may take a moment to release its port.
+        let patience = if stop_stale_proxy(&shared).await? {
+            Duration::from_secs(2)
+        } else {
+            Duration::ZERO
+        };
+        ensure_api_free(&shared, patience).await?;
         let running = spawn_proxy(&shared).await?;
         tracing::info!(
             proxy.pid = running.pid,
@@ -260,10 +265,14 @@ async fn supervise(
     mut running: Running,
     mut stop_rx: oneshot::Receiver<oneshot::Sender<()>>,
 ) {
-    let interval = shared.config.check_running_interval;
+    // tokio's interval refuses a zero period.
+    let interval = shared
+        .config
+        .check_running_interval
+        .max(Duration::from_millis(100));
     let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut crash_delay = Duration::ZERO;
+    let mut quick_crashes = 0u32;
     let mut unanswered = 0u32;
     loop {
         let exited = tokio::select! {
@@ -274,14 +283,18 @@ async fn supervise(
             }
             status = running.child.wait() => status,
             _ = ticker.tick() => {
-                // The exit arm above notices a dead child at once; this notices a hung one.
-                match shared.client.ping(interval.min(Duration::from_secs(5))).await {
-                    Ok(()) => unanswered = 0,
-                    Err(e) => {
-                        unanswered += 1;
-                        if unanswered == 2 {
-                            tracing::warn!(proxy.pid = running.pid, "the proxy is running but its API does not answer: {e}");
-                        }
+                // The exit arm above notices a dead child at once; this notices one that stopped
+                // accepting connections. A TCP connect is cheap and, unlike an API call, does not
+                // add a line to the proxy's log every few seconds.
+                if public_port_answers(&shared.config).await {
+                    unanswered = 0;
+                } else {
+                    unanswered += 1;
+                    if unanswered == 2 {
+                        tracing::warn!(
+                            proxy.pid = running.pid,
+                            "the proxy is running but does not accept connections on its public port"
+                        );
                     }
                 }
                 continue;
@@ -295,18 +308,24 @@ async fn supervise(
             Ok(status) => describe_exit(status),
             Err(e) => format!("an unknown status ({e})"),
         };
+        // Its output is already in the log, just above.
         tracing::error!(
             proxy.pid = running.pid,
-            "the proxy (pid {}) exited with {status} after {} s; restarting it{}",
+            "the proxy (pid {}) exited with {status} after {:.1} s; restarting it",
             running.pid,
-            uptime.as_secs(),
-            tail_suffix(&running.tail)
+            uptime.as_secs_f64(),
         );
         remove_pid_file(&shared.config.pid_file, running.pid);
-        crash_delay = if uptime < QUICK_CRASH {
-            (crash_delay * 2).clamp(Duration::from_millis(500), MAX_RESTART_DELAY)
+        // Restart at once, unless it keeps dying right after starting: then back off.
+        quick_crashes = if uptime < QUICK_CRASH {
+            quick_crashes + 1
         } else {
-            Duration::ZERO
+            0
+        };
+        let mut crash_delay = match quick_crashes {
+            0 | 1 => Duration::ZERO,
+            n => (Duration::from_millis(250) * 2u32.saturating_pow(n.min(10) - 1))
+                .min(MAX_RESTART_DELAY),
         };
 
         running = loop {
@@ -324,7 +343,9 @@ async fn supervise(
                 Ok(new) => break new,
                 Err(e) => {
                     tracing::error!("cannot restart the proxy: {e}");
-                    crash_delay = (crash_delay * 2).clamp(interval, MAX_RESTART_DELAY);
+                    crash_delay = (crash_delay * 2)
+                        .max(interval)
+                        .min(MAX_RESTART_DELAY.max(interval));
                 }
             }
         };
@@ -525,9 +546,9 @@ fn connect_host(ip: &str) -> &str {
     }
 }
 
-/// Refuses to start when something already listens on the API address: a proxy the pid file
-/// does not know about would otherwise answer in place of ours.
-async fn ensure_api_free(shared: &Shared) -> Result<(), ProxyError> {
+/// Refuses to start when something still listens on the API address after `patience`: a proxy
+/// the pid file does not know about would otherwise answer in place of ours.
+async fn ensure_api_free(shared: &Shared, patience: Duration) -> Result<(), ProxyError> {
     let busy = |what: String| ProxyError::Launch {
         command: shared.display.clone(),
         reason: format!(
@@ -536,22 +557,34 @@ async fn ensure_api_free(shared: &Shared) -> Result<(), ProxyError> {
         ),
         output: String::new(),
     };
-    match &shared.api {
-        ApiAddress::Tcp { host, port } => {
-            let connect = tokio::net::TcpStream::connect((connect_host(host), *port));
-            if let Ok(Ok(_)) = timeout(Duration::from_millis(500), connect).await {
-                return Err(busy(format!("{host}:{port}")));
+    let deadline = Instant::now() + patience;
+    loop {
+        let listening = match &shared.api {
+            ApiAddress::Tcp { host, port } => {
+                let connect = tokio::net::TcpStream::connect((connect_host(host), *port));
+                matches!(
+                    timeout(Duration::from_millis(500), connect).await,
+                    Ok(Ok(_))
+                )
             }
+            ApiAddress::Unix(path) => tokio::net::UnixStream::connect(path).await.is_ok(),
+        };
+        if !listening {
+            break;
         }
-        ApiAddress::Unix(path) => {
-            if tokio::net::UnixStream::connect(path).await.is_ok() {
-                return Err(busy(path.display().to_string()));
-            }
-            if path.exists() {
-                // Nobody accepts on it: a socket file left by a proxy that died.
-                let _ = std::fs::remove_file(path);
-            }
+        if Instant::now() >= deadline {
+            return Err(busy(match &shared.api {
+                ApiAddress::Tcp { host, port } => format!("{host}:{port}"),
+                ApiAddress::Unix(path) => path.display().to_string(),
+            }));
         }
+        sleep(Duration::from_millis(50)).await;
+    }
+    if let ApiAddress::Unix(path) = &shared.api
+        && path.exists()
+    {
+        // Nobody accepts on it: a socket file left by a proxy that died.
+        let _ = std::fs::remove_file(path);
     }
     Ok(())
 }
@@ -692,13 +725,14 @@ fn describe_exit(status: ExitStatus) -> String {
 
 // === stale proxies and the pid file ===
 
-/// Stops the proxy named by the pid file, if that pid really runs a proxy; a pid file naming
-/// anything else (a reused pid) is discarded without signalling anybody.
-async fn stop_stale_proxy(shared: &Shared) -> Result<(), ProxyError> {
+/// Stops the proxy named by the pid file, if that pid really runs our proxy; a pid file naming
+/// anything else (a reused pid) is discarded without signalling anybody. Returns whether a
+/// proxy was stopped.
+async fn stop_stale_proxy(shared: &Shared) -> Result<bool, ProxyError> {
     let pid_file = &shared.config.pid_file;
     let text = match std::fs::read_to_string(pid_file) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(source) => {
             return Err(ProxyError::Io {
                 context: format!("reading the proxy pid file {}", pid_file.display()),
@@ -717,13 +751,13 @@ async fn stop_stale_proxy(shared: &Shared) -> Result<(), ProxyError> {
                 "{:?} is not the pid of another process",
                 text.trim()
             ));
-            return Ok(());
+            return Ok(false);
         }
     };
     if !process_alive(pid) {
         tracing::debug!("removing stale proxy pid file (pid {pid} is gone)");
         let _ = std::fs::remove_file(pid_file);
-        return Ok(());
+        return Ok(false);
     }
     if !is_our_proxy(pid, shared) {
         discard(format!(
@@ -732,7 +766,7 @@ async fn stop_stale_proxy(shared: &Shared) -> Result<(), ProxyError> {
                 .map(|argv| argv.join(" "))
                 .unwrap_or_else(|| "command line unreadable".into())
         ));
-        return Ok(());
+        return Ok(false);
     }
     tracing::warn!("stopping the proxy left running by an earlier hub (pid {pid})");
     let grace = shared.config.stop_timeout;
@@ -755,7 +789,7 @@ async fn stop_stale_proxy(shared: &Shared) -> Result<(), ProxyError> {
         });
     }
     let _ = std::fs::remove_file(pid_file);
-    Ok(())
+    Ok(true)
 }
 
 /// Removes the pid file if it still names `pid` (a newer hub may have replaced it).
@@ -777,7 +811,8 @@ fn cmdline(pid: i32) -> Option<Vec<String>> {
     )
 }
 
-/// Whether `pid` exists and is not a zombie.
+/// Whether `pid` exists and has not finished exiting. A zombie leader whose other threads are
+/// still tearing down (and may still hold its sockets) counts as alive.
 fn process_alive(pid: i32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
@@ -786,7 +821,10 @@ fn process_alive(pid: i32) -> bool {
     let state = stat
         .rfind(')')
         .and_then(|end| stat[end + 1..].split_whitespace().next());
-    !matches!(state, Some("Z" | "X" | "x"))
+    if !matches!(state, Some("Z" | "X" | "x")) {
+        return true;
+    }
+    std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|threads| threads.count() > 1)
 }
 
 /// Whether `pid` runs a proxy (by name) listening on this hub's API address (by its flags): a
@@ -912,15 +950,6 @@ fn tail_text(tail: &Tail) -> String {
         let _ = writeln!(out, "{line}");
     }
     out.trim_end().to_owned()
-}
-
-fn tail_suffix(tail: &Tail) -> String {
-    let text = tail_text(tail);
-    if text.is_empty() {
-        text
-    } else {
-        format!("; its last output:\n{text}")
-    }
 }
 
 /// Removes ANSI escape sequences (configurable-http-proxy always colours its log).

@@ -282,8 +282,9 @@ impl ProxyControl {
         sync::reconcile(&self.client(), desired).await
     }
 
-    /// Starts the background reconciliation: every [`Self::sync_interval`], whenever
-    /// [`Self::request_sync`] is called, and right after the managed proxy was restarted.
+    /// Starts the background reconciliation: every [`Self::sync_interval`] (the first periodic
+    /// round one interval after the start, since the hub reconciles once itself at startup),
+    /// whenever [`Self::request_sync`] is called, and right after the managed proxy restarted.
     ///
     /// `desired` yields the routes the hub wants (from its database); an `Err` skips that round
     /// rather than deleting every route. `on_report` receives each successful report, e.g. to
@@ -303,11 +304,10 @@ impl ProxyControl {
         S: Future<Output = ()> + Send + 'static,
     {
         let control = Arc::clone(self);
+        // tokio's interval refuses a zero period.
+        let period = control.sync_interval.max(Duration::from_millis(100));
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval_at(
-                tokio::time::Instant::now() + control.sync_interval,
-                control.sync_interval,
-            );
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tokio::pin!(shutdown);
             loop {
