@@ -11,13 +11,18 @@
 //! - [`cookie_secret`]: loading or creating the secret that signs login cookies.
 //! - [`proxy`]: driving the proxy: REST client, managed child process, route reconciliation.
 
+pub mod access;
 pub mod api;
+pub mod app;
 pub mod config;
 pub mod cookie_secret;
+pub mod db;
 pub mod error;
 pub mod http;
 pub mod identity;
 pub mod proxy;
 pub mod rbac;
+pub mod startup;
+pub mod state;
 
 pub use crate::http::VERSION;

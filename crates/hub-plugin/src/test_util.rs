@@ -8,8 +8,8 @@
 //! - [`DummyAuthenticator`]: accepts any username, with an optional shared password.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;

@@ -1,7 +1,7 @@
 //! The connection type every model function takes: one enum over the two supported backends,
 //! so a single binary serves SQLite and PostgreSQL and picks one from the URL at runtime.
-// The derive generates backend, row and query-builder types without Debug impls.
-#![allow(missing_debug_implementations)]
+// The derive generates backend, row and query-builder types without docs or Debug impls.
+#![allow(missing_debug_implementations, missing_docs)]
 
 use diesel::pg::PgConnection;
 use diesel::sqlite::SqliteConnection;

@@ -67,13 +67,11 @@ impl From<DieselError> for DbError {
                 let message = describe(info.message(), info.table_name(), info.constraint_name());
                 match kind {
                     DatabaseErrorKind::UniqueViolation => DbError::UniqueViolation(message),
-                    DatabaseErrorKind::ForeignKeyViolation | DatabaseErrorKind::RestrictViolation => {
-                        DbError::ForeignKeyViolation(message)
-                    }
+                    DatabaseErrorKind::ForeignKeyViolation
+                    | DatabaseErrorKind::RestrictViolation => DbError::ForeignKeyViolation(message),
                     DatabaseErrorKind::SerializationFailure => DbError::Busy(message),
-                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand => {
-                        DbError::Unavailable(message)
-                    }
+                    DatabaseErrorKind::ClosedConnection
+                    | DatabaseErrorKind::UnableToSendCommand => DbError::Unavailable(message),
                     _ => classify_message(message),
                 }
             }
@@ -135,7 +133,9 @@ fn classify_message(message: String) -> DbError {
 
 fn describe(message: &str, table: Option<&str>, constraint: Option<&str>) -> String {
     match (table, constraint) {
-        (Some(table), Some(constraint)) => format!("{message} [table {table}, constraint {constraint}]"),
+        (Some(table), Some(constraint)) => {
+            format!("{message} [table {table}, constraint {constraint}]")
+        }
         (None, Some(constraint)) => format!("{message} [constraint {constraint}]"),
         (Some(table), None) => format!("{message} [table {table}]"),
         (None, None) => message.to_string(),
@@ -148,12 +148,18 @@ mod tests {
 
     #[test]
     fn unknown_messages_are_classified() {
-        assert!(matches!(classify_message("database is locked".into()), DbError::Busy(_)));
+        assert!(matches!(
+            classify_message("database is locked".into()),
+            DbError::Busy(_)
+        ));
         assert!(matches!(
             classify_message("FATAL: terminating connection due to administrator command".into()),
             DbError::Unavailable(_)
         ));
-        assert!(matches!(classify_message("syntax error".into()), DbError::Other(_)));
+        assert!(matches!(
+            classify_message("syntax error".into()),
+            DbError::Other(_)
+        ));
         assert!(DbError::Busy(String::new()).is_retryable());
         assert!(!DbError::NotFound.is_retryable());
     }

@@ -1,9 +1,17 @@
 //! Embedded migrations, one directory per backend (`hub/migrations/sqlite`,
 //! `hub/migrations/postgres`), and the `upgrade-db` procedure.
 //!
-//! Both directories hold the same versions with the same meaning; only the SQL dialect differs.
-//! Applying refuses a database that already carries versions this binary does not know (a
-//! newer hub migrated it), because running old code on a newer schema corrupts data quietly.
+//! Rules for changing the schema:
+//! - Never edit a migration that has been released; add a new one, under the same version name
+//!   in both directories, with the same meaning (only the SQL dialect differs), and update
+//!   `schema.rs` (the suite's `schema_rs_matches_the_migrations` test fails until they agree).
+//! - Prefer additive changes (new nullable or defaulted columns, new tables): during a rolling
+//!   upgrade of several hubs on one PostgreSQL database, old code runs against the new schema.
+//! - SQLite table rebuilds need `PRAGMA foreign_keys = OFF`, which cannot change inside the
+//!   transaction diesel wraps each migration in; avoid them or write them to survive cascades.
+//!
+//! Applying refuses a database that already carries versions this binary does not know (a newer
+//! hub migrated it), because running old code on a newer schema corrupts data quietly.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -31,10 +39,13 @@ pub fn run_pending(conn: &mut DbConnection) -> Result<Vec<String>, DbError> {
     match conn {
         DbConnection::Sqlite(c) => apply(c, SQLITE_MIGRATIONS),
         DbConnection::Postgresql(c) => {
-            diesel::sql_query("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(PG_MIGRATION_LOCK).execute(c)?;
+            diesel::sql_query("SELECT pg_advisory_lock($1)")
+                .bind::<BigInt, _>(PG_MIGRATION_LOCK)
+                .execute(c)?;
             let result = apply(c, POSTGRES_MIGRATIONS);
-            let unlocked =
-                diesel::sql_query("SELECT pg_advisory_unlock($1)").bind::<BigInt, _>(PG_MIGRATION_LOCK).execute(c);
+            let unlocked = diesel::sql_query("SELECT pg_advisory_unlock($1)")
+                .bind::<BigInt, _>(PG_MIGRATION_LOCK)
+                .execute(c);
             let applied = result?;
             unlocked?;
             Ok(applied)
@@ -57,7 +68,9 @@ where
     EmbeddedMigrations: MigrationSource<DB>,
 {
     refuse_unknown_versions(conn, &migrations)?;
-    let applied = conn.run_pending_migrations(migrations).map_err(migration_error)?;
+    let applied = conn
+        .run_pending_migrations(migrations)
+        .map_err(migration_error)?;
     Ok(applied.iter().map(ToString::to_string).collect())
 }
 
@@ -68,11 +81,19 @@ where
     EmbeddedMigrations: MigrationSource<DB>,
 {
     refuse_unknown_versions(conn, &migrations)?;
-    let pending = conn.pending_migrations(migrations).map_err(migration_error)?;
-    Ok(pending.iter().map(|m| m.name().version().to_string()).collect())
+    let pending = conn
+        .pending_migrations(migrations)
+        .map_err(migration_error)?;
+    Ok(pending
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect())
 }
 
-fn refuse_unknown_versions<C, DB>(conn: &mut C, migrations: &EmbeddedMigrations) -> Result<(), DbError>
+fn refuse_unknown_versions<C, DB>(
+    conn: &mut C,
+    migrations: &EmbeddedMigrations,
+) -> Result<(), DbError>
 where
     DB: DieselBackend,
     C: MigrationHarness<DB>,
@@ -84,8 +105,11 @@ where
         .map(|m| m.name().version().to_string())
         .collect();
     let applied = conn.applied_migrations().map_err(migration_error)?;
-    let unknown: Vec<String> =
-        applied.iter().map(ToString::to_string).filter(|v| !known.contains(v)).collect();
+    let unknown: Vec<String> = applied
+        .iter()
+        .map(ToString::to_string)
+        .filter(|v| !known.contains(v))
+        .collect();
     if unknown.is_empty() {
         Ok(())
     } else {
@@ -123,7 +147,9 @@ pub struct UpgradeReport {
 /// committed transactions, and a copy taken while another process writes can be torn.
 pub fn backup_sqlite(conn: &mut DbConnection, db_file: &Path) -> Result<PathBuf, DbError> {
     let DbConnection::Sqlite(sqlite) = conn else {
-        return Err(DbError::Config("backup_sqlite needs a SQLite connection".into()));
+        return Err(DbError::Config(
+            "backup_sqlite needs a SQLite connection".into(),
+        ));
     };
     let stamp = chrono::Utc::now().format("%Y-%m-%d-%H%M%S").to_string();
     let mut backup = suffixed(db_file, &format!(".{stamp}.bak"));
@@ -134,14 +160,26 @@ pub fn backup_sqlite(conn: &mut DbConnection, db_file: &Path) -> Result<PathBuf,
     }
     let target = backup
         .to_str()
-        .ok_or_else(|| DbError::Config(format!("backup path {} is not valid UTF-8", backup.display())))?
+        .ok_or_else(|| {
+            DbError::Config(format!(
+                "backup path {} is not valid UTF-8",
+                backup.display()
+            ))
+        })?
         .to_string();
-    diesel::sql_query("VACUUM INTO ?").bind::<Text, _>(&target).execute(sqlite)?;
+    diesel::sql_query("VACUUM INTO ?")
+        .bind::<Text, _>(&target)
+        .execute(sqlite)?;
     let permissions = std::fs::metadata(db_file)
-        .map_err(|source| DbError::Io { context: format!("reading {}", db_file.display()), source })?
+        .map_err(|source| DbError::Io {
+            context: format!("reading {}", db_file.display()),
+            source,
+        })?
         .permissions();
-    std::fs::set_permissions(&backup, permissions)
-        .map_err(|source| DbError::Io { context: format!("setting permissions on {}", backup.display()), source })?;
+    std::fs::set_permissions(&backup, permissions).map_err(|source| DbError::Io {
+        context: format!("setting permissions on {}", backup.display()),
+        source,
+    })?;
     Ok(backup)
 }
 

@@ -78,7 +78,10 @@ impl Db {
         let target = DbTarget::parse(url)?;
         let pool = pool::build(target.clone(), options)?;
         tracing::debug!(target_db = %target, "database pool ready");
-        Ok(Db { pool, target: Arc::new(target) })
+        Ok(Db {
+            pool,
+            target: Arc::new(target),
+        })
     }
 
     /// Which backend this handle talks to.
@@ -135,30 +138,37 @@ impl Db {
     }
 
     /// Applies pending migrations for the active backend; returns the versions applied.
+    /// On PostgreSQL an advisory lock keeps hubs sharing the database from migrating at once.
     pub async fn migrate(&self) -> Result<Vec<String>, DbError> {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = db.pool.get()?;
-            let applied = migrate::run_pending(&mut conn)?;
-            for version in &applied {
-                tracing::info!(version = %version, backend = %db.backend(), "applied database migration");
-            }
-            Ok(applied)
-        })
-        .await
-        .map_err(|e| DbError::Other(format!("migration task failed: {e}")))?
+        tokio::task::spawn_blocking(move || db.migrate_blocking())
+            .await
+            .map_err(|e| DbError::Other(format!("migration task failed: {e}")))?
+    }
+
+    /// [`Db::migrate`] for synchronous callers.
+    pub fn migrate_blocking(&self) -> Result<Vec<String>, DbError> {
+        let mut conn = self.pool.get()?;
+        let applied = migrate::run_pending(&mut conn)?;
+        for version in &applied {
+            tracing::info!(version = %version, backend = %self.backend(), "applied database migration");
+        }
+        Ok(applied)
     }
 
     /// Versions that [`Db::migrate`] would apply, oldest first. Fails with
     /// [`DbError::Migration`] if the database was migrated by a newer hub.
     pub async fn pending_migrations(&self) -> Result<Vec<String>, DbError> {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = db.pool.get()?;
-            migrate::pending(&mut conn)
-        })
-        .await
-        .map_err(|e| DbError::Other(format!("migration task failed: {e}")))?
+        tokio::task::spawn_blocking(move || db.pending_migrations_blocking())
+            .await
+            .map_err(|e| DbError::Other(format!("migration task failed: {e}")))?
+    }
+
+    /// [`Db::pending_migrations`] for synchronous callers.
+    pub fn pending_migrations_blocking(&self) -> Result<Vec<String>, DbError> {
+        let mut conn = self.pool.get()?;
+        migrate::pending(&mut conn)
     }
 }
 
@@ -166,41 +176,36 @@ impl Db {
 /// consistent backup `<file>.<timestamp>.bak` beside it first; then apply all pending migrations.
 /// PostgreSQL databases are migrated in place (back them up with `pg_dump`).
 pub async fn upgrade_db(url: &str) -> Result<UpgradeReport, DbError> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || upgrade_db_blocking(&url))
+        .await
+        .map_err(|e| DbError::Other(format!("upgrade task failed: {e}")))?
+}
+
+/// [`upgrade_db`] for synchronous callers.
+pub fn upgrade_db_blocking(url: &str) -> Result<UpgradeReport, DbError> {
     let target = DbTarget::parse(url)?;
     let existing_file = match &target {
         DbTarget::SqliteFile(path) if path.exists() => Some(path.clone()),
         _ => None,
     };
-    let options = DbOptions { max_connections: Some(1), ..DbOptions::default() };
-    let db = Db::connect_with(url, options).await?;
-    let pending = db.pending_migrations().await?;
+    let options = DbOptions {
+        max_connections: Some(1),
+        ..DbOptions::default()
+    };
+    let db = Db::connect_blocking(url, &options)?;
+    let pending = db.pending_migrations_blocking()?;
     let backup = match existing_file {
         Some(path) if !pending.is_empty() => {
-            let written = db.run_blocking_task(move |conn| migrate::backup_sqlite(conn, &path)).await?;
+            let mut conn = db.pool.get()?;
+            let written = migrate::backup_sqlite(&mut conn, &path)?;
             tracing::info!(backup = %written.display(), "backed up database before upgrading");
             Some(written)
         }
         _ => None,
     };
-    let applied = db.migrate().await?;
+    let applied = db.migrate_blocking()?;
     Ok(UpgradeReport { backup, applied })
-}
-
-impl Db {
-    /// Runs a closure that returns a [`DbError`] directly (for helpers that mix I/O and SQL).
-    async fn run_blocking_task<T, F>(&self, f: F) -> Result<T, DbError>
-    where
-        F: FnOnce(&mut DbConnection) -> Result<T, DbError> + Send + 'static,
-        T: Send + 'static,
-    {
-        let db = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = db.pool.get()?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| DbError::Other(format!("database task failed: {e}")))?
-    }
 }
 
 /// Runs `f` in a transaction meant to write.
@@ -223,7 +228,9 @@ where
                 other => other,
             }
         }
-        DbConnection::Postgresql(_) => <DbConnection as Connection>::TransactionManager::begin_transaction(conn),
+        DbConnection::Postgresql(_) => {
+            <DbConnection as Connection>::TransactionManager::begin_transaction(conn)
+        }
     };
     began?;
     match f(conn) {
@@ -231,10 +238,12 @@ where
             <DbConnection as Connection>::TransactionManager::commit_transaction(conn)?;
             Ok(value)
         }
-        Err(err) => match <DbConnection as Connection>::TransactionManager::rollback_transaction(conn) {
-            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(err),
-            Err(rollback_error) => Err(rollback_error.into()),
-        },
+        Err(err) => {
+            match <DbConnection as Connection>::TransactionManager::rollback_transaction(conn) {
+                Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(err),
+                Err(rollback_error) => Err(rollback_error.into()),
+            }
+        }
     }
 }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use diesel::connection::{Connection, SimpleConnection};
 use diesel::pg::PgConnection;
-use diesel::r2d2::{CustomizeConnection, Error as ManagerError, HandleError, ManageConnection, Pool, R2D2Connection};
+use diesel::r2d2::{
+    CustomizeConnection, Error as ManagerError, HandleError, ManageConnection, Pool, R2D2Connection,
+};
 use diesel::sqlite::SqliteConnection;
 
 use super::connection::DbConnection;
@@ -27,7 +29,10 @@ pub struct DbOptions {
 
 impl Default for DbOptions {
     fn default() -> Self {
-        DbOptions { max_connections: None, connection_timeout: Duration::from_secs(10) }
+        DbOptions {
+            max_connections: None,
+            connection_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -45,14 +50,15 @@ impl ManageConnection for Manager {
         match &self.target {
             DbTarget::SqliteFile(path) => {
                 let path = path.to_str().ok_or_else(|| {
-                    ManagerError::ConnectionError(diesel::ConnectionError::InvalidConnectionUrl(format!(
-                        "SQLite path {} is not valid UTF-8",
-                        path.display()
-                    )))
+                    ManagerError::ConnectionError(diesel::ConnectionError::InvalidConnectionUrl(
+                        format!("SQLite path {} is not valid UTF-8", path.display()),
+                    ))
                 })?;
                 Ok(DbConnection::Sqlite(SqliteConnection::establish(path)?))
             }
-            DbTarget::SqliteMemory => Ok(DbConnection::Sqlite(SqliteConnection::establish(":memory:")?)),
+            DbTarget::SqliteMemory => Ok(DbConnection::Sqlite(SqliteConnection::establish(
+                ":memory:",
+            )?)),
             DbTarget::Postgres(url) => Ok(DbConnection::Postgresql(PgConnection::establish(url)?)),
         }
     }
@@ -114,7 +120,11 @@ pub fn build(target: DbTarget, options: &DbOptions) -> Result<Pool<Manager>, DbE
         DbTarget::SqliteMemory => 1,
         DbTarget::Postgres(_) => 10,
     };
-    let max_size = if memory { 1 } else { options.max_connections.unwrap_or(default_size).max(1) };
+    let max_size = if memory {
+        1
+    } else {
+        options.max_connections.unwrap_or(default_size).max(1)
+    };
     let mut builder = Pool::builder()
         .max_size(max_size)
         .min_idle(Some(1))

@@ -49,7 +49,11 @@ impl DbTarget {
             )));
         };
         // SQLAlchemy's `dialect+driver`: the driver is a Python concern.
-        let dialect = scheme.split('+').next().unwrap_or(scheme).to_ascii_lowercase();
+        let dialect = scheme
+            .split('+')
+            .next()
+            .unwrap_or(scheme)
+            .to_ascii_lowercase();
         match dialect.as_str() {
             "sqlite" => parse_sqlite(url, rest),
             "postgres" | "postgresql" => {
@@ -149,9 +153,18 @@ mod tests {
     #[test]
     fn sqlite_urls_follow_sqlalchemy() {
         let cases = [
-            ("sqlite:///jupyterhub.sqlite", DbTarget::SqliteFile("jupyterhub.sqlite".into())),
-            ("sqlite:////srv/jh/jupyterhub.sqlite", DbTarget::SqliteFile("/srv/jh/jupyterhub.sqlite".into())),
-            ("sqlite+pysqlite:///a/b.db", DbTarget::SqliteFile("a/b.db".into())),
+            (
+                "sqlite:///jupyterhub.sqlite",
+                DbTarget::SqliteFile("jupyterhub.sqlite".into()),
+            ),
+            (
+                "sqlite:////srv/jh/jupyterhub.sqlite",
+                DbTarget::SqliteFile("/srv/jh/jupyterhub.sqlite".into()),
+            ),
+            (
+                "sqlite+pysqlite:///a/b.db",
+                DbTarget::SqliteFile("a/b.db".into()),
+            ),
             ("sqlite://", DbTarget::SqliteMemory),
             ("sqlite:", DbTarget::SqliteMemory),
             ("sqlite://:memory:", DbTarget::SqliteMemory),
@@ -161,21 +174,38 @@ mod tests {
         for (url, expected) in cases {
             assert_eq!(DbTarget::parse(url).unwrap(), expected, "{url}");
         }
-        for bad in ["sqlite://host/x.db", "sqlite:///x.db?mode=ro", "sqlite:x.db", "jupyterhub.sqlite"] {
-            assert!(matches!(DbTarget::parse(bad), Err(DbError::Config(_))), "{bad}");
+        for bad in [
+            "sqlite://host/x.db",
+            "sqlite:///x.db?mode=ro",
+            "sqlite:x.db",
+            "jupyterhub.sqlite",
+        ] {
+            assert!(
+                matches!(DbTarget::parse(bad), Err(DbError::Config(_))),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn postgres_urls_are_normalised_and_redacted() {
         let t = DbTarget::parse("postgres://hub:s3cret@db:5432/jupyterhub").unwrap();
-        assert_eq!(t, DbTarget::Postgres("postgresql://hub:s3cret@db:5432/jupyterhub".into()));
+        assert_eq!(
+            t,
+            DbTarget::Postgres("postgresql://hub:s3cret@db:5432/jupyterhub".into())
+        );
         assert_eq!(t.backend(), Backend::Postgres);
         assert_eq!(t.to_string(), "postgresql://hub:****@db:5432/jupyterhub");
         assert!(!format!("{t:?}").contains("s3cret"));
         let t = DbTarget::parse("postgresql+psycopg2://hub@db/jh").unwrap();
         assert_eq!(t, DbTarget::Postgres("postgresql://hub@db/jh".into()));
-        assert!(matches!(DbTarget::parse("mysql://x"), Err(DbError::Config(_))));
-        assert!(matches!(DbTarget::parse("postgresql:db"), Err(DbError::Config(_))));
+        assert!(matches!(
+            DbTarget::parse("mysql://x"),
+            Err(DbError::Config(_))
+        ));
+        assert!(matches!(
+            DbTarget::parse("postgresql:db"),
+            Err(DbError::Config(_))
+        ));
     }
 }

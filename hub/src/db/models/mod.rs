@@ -40,7 +40,10 @@ pub struct Page<T> {
 impl<T> Page<T> {
     /// Converts the items, keeping the total.
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
-        Page { items: self.items.into_iter().map(f).collect(), total: self.total }
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            total: self.total,
+        }
     }
 }
 
@@ -56,11 +59,17 @@ pub struct PageRequest {
 
 impl PageRequest {
     /// Everything, unpaged.
-    pub const ALL: PageRequest = PageRequest { offset: 0, limit: None };
+    pub const ALL: PageRequest = PageRequest {
+        offset: 0,
+        limit: None,
+    };
 
     /// A page of `limit` rows after `offset`.
     pub fn new(offset: i64, limit: i64) -> PageRequest {
-        PageRequest { offset, limit: Some(limit) }
+        PageRequest {
+            offset,
+            limit: Some(limit),
+        }
     }
 
     pub(crate) fn offset(&self) -> i64 {
@@ -75,5 +84,9 @@ impl PageRequest {
 
 /// Turns "zero rows affected" into `NotFound`, for updates and deletes of one row by key.
 pub(crate) fn expect_one(affected: usize) -> QueryResult<()> {
-    if affected == 0 { Err(diesel::result::Error::NotFound) } else { Ok(()) }
+    if affected == 0 {
+        Err(diesel::result::Error::NotFound)
+    } else {
+        Ok(())
+    }
 }

@@ -5,6 +5,11 @@
 //! a server address only ever belongs to one spawner row, so one row read gives the
 //! orchestrator everything, and one UPDATE changes phase and address together.
 //!
+//! The server's OAuth client is the `oauth_clients` row whose `spawner_id` is this row's id, and
+//! its own API token the `api_tokens` row with this `spawner_id`: both are deleted with the row.
+//! (JupyterHub points the other way, `spawners.oauth_client_id`; owning the client from its
+//! server makes deletion cascade without application code.)
+//!
 //! The lifecycle is persisted in `phase` (see [`ServerPhase`]) so that after a restart the hub
 //! knows what it was doing. The transitions are compare-and-set updates: a spawn only begins if
 //! the server was stopped, which also keeps two hubs on one database from both starting it.
@@ -45,8 +50,12 @@ pub enum ServerPhase {
 
 impl ServerPhase {
     /// All phases.
-    pub const ALL: [ServerPhase; 4] =
-        [ServerPhase::Stopped, ServerPhase::Spawning, ServerPhase::Running, ServerPhase::Stopping];
+    pub const ALL: [ServerPhase; 4] = [
+        ServerPhase::Stopped,
+        ServerPhase::Spawning,
+        ServerPhase::Running,
+        ServerPhase::Stopping,
+    ];
 
     /// The value stored in the database.
     pub fn as_str(self) -> &'static str {
@@ -227,11 +236,17 @@ pub fn find_or_insert(conn: &mut DbConnection, user_id: i32, name: &str) -> Quer
     if let Some(existing) = find(conn, user_id, name)? {
         return Ok(existing);
     }
-    let new = NewSpawner { user_id, name, display_name: "", user_options: Map::new() };
+    let new = NewSpawner {
+        user_id,
+        name,
+        display_name: "",
+        user_options: Map::new(),
+    };
     match insert(conn, &new) {
-        Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {
-            find(conn, user_id, name)?.ok_or(diesel::result::Error::NotFound)
-        }
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        )) => find(conn, user_id, name)?.ok_or(diesel::result::Error::NotFound),
         other => other,
     }
 }
@@ -248,7 +263,11 @@ pub fn find(conn: &mut DbConnection, user_id: i32, name: &str) -> QueryResult<Op
 
 /// A server by id.
 pub fn find_by_id(conn: &mut DbConnection, id: i32) -> QueryResult<Option<Spawner>> {
-    spawners::table.find(id).select(Spawner::as_select()).first(conn).optional()
+    spawners::table
+        .find(id)
+        .select(Spawner::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// All servers of a user, default server first, then by name.
@@ -271,7 +290,10 @@ pub fn list_for_users(conn: &mut DbConnection, user_ids: &[i32]) -> QueryResult<
 }
 
 /// Servers in any of `phases`, oldest phase change first: what a restarted hub must resume.
-pub fn list_in_phases(conn: &mut DbConnection, phases: &[ServerPhase]) -> QueryResult<Vec<Spawner>> {
+pub fn list_in_phases(
+    conn: &mut DbConnection,
+    phases: &[ServerPhase],
+) -> QueryResult<Vec<Spawner>> {
     spawners::table
         .filter(spawners::phase.eq_any(phases.to_vec()))
         .order((spawners::phase_changed.asc(), spawners::id.asc()))
@@ -281,12 +303,18 @@ pub fn list_in_phases(conn: &mut DbConnection, phases: &[ServerPhase]) -> QueryR
 
 /// How many active servers exist (for `active_server_limit`).
 pub fn count_active(conn: &mut DbConnection) -> QueryResult<i64> {
-    spawners::table.filter(spawners::phase.ne(ServerPhase::Stopped)).count().get_result(conn)
+    spawners::table
+        .filter(spawners::phase.ne(ServerPhase::Stopped))
+        .count()
+        .get_result(conn)
 }
 
 /// How many servers are spawning (for `concurrent_spawn_limit`).
 pub fn count_in_phase(conn: &mut DbConnection, phase: ServerPhase) -> QueryResult<i64> {
-    spawners::table.filter(spawners::phase.eq(phase)).count().get_result(conn)
+    spawners::table
+        .filter(spawners::phase.eq(phase))
+        .count()
+        .get_result(conn)
 }
 
 /// How many named servers (name ≠ "") a user has (for `named_server_limit_per_user`).
@@ -308,13 +336,21 @@ pub fn transition(
     to: ServerPhase,
     at: NaiveDateTime,
 ) -> QueryResult<bool> {
-    let target = spawners::table.find(id).filter(spawners::phase.eq_any(from.to_vec()));
+    let target = spawners::table
+        .find(id)
+        .filter(spawners::phase.eq_any(from.to_vec()));
     let changed = if to == ServerPhase::Spawning {
         diesel::update(target)
-            .set((spawners::phase.eq(to), spawners::phase_changed.eq(at), spawners::started.eq(Some(at))))
+            .set((
+                spawners::phase.eq(to),
+                spawners::phase_changed.eq(at),
+                spawners::started.eq(Some(at)),
+            ))
             .execute(conn)?
     } else {
-        diesel::update(target).set((spawners::phase.eq(to), spawners::phase_changed.eq(at))).execute(conn)?
+        diesel::update(target)
+            .set((spawners::phase.eq(to), spawners::phase_changed.eq(at)))
+            .execute(conn)?
     };
     Ok(changed > 0)
 }
@@ -369,32 +405,58 @@ pub fn record_stopped(
 /// Replaces the spawner state.
 pub fn save_state(conn: &mut DbConnection, id: i32, state: &Map<String, Value>) -> QueryResult<()> {
     let state = to_json(state)?;
-    expect_one(diesel::update(spawners::table.find(id)).set(spawners::state.eq(state)).execute(conn)?)
+    expect_one(
+        diesel::update(spawners::table.find(id))
+            .set(spawners::state.eq(state))
+            .execute(conn)?,
+    )
 }
 
 /// Replaces the saved user options.
-pub fn set_user_options(conn: &mut DbConnection, id: i32, options: &Map<String, Value>) -> QueryResult<()> {
+pub fn set_user_options(
+    conn: &mut DbConnection,
+    id: i32,
+    options: &Map<String, Value>,
+) -> QueryResult<()> {
     let options = to_json(options)?;
-    expect_one(diesel::update(spawners::table.find(id)).set(spawners::user_options.eq(options)).execute(conn)?)
+    expect_one(
+        diesel::update(spawners::table.find(id))
+            .set(spawners::user_options.eq(options))
+            .execute(conn)?,
+    )
 }
 
 /// Sets the display name ("" clears it).
 pub fn set_display_name(conn: &mut DbConnection, id: i32, display_name: &str) -> QueryResult<()> {
-    expect_one(diesel::update(spawners::table.find(id)).set(spawners::display_name.eq(display_name)).execute(conn)?)
+    expect_one(
+        diesel::update(spawners::table.find(id))
+            .set(spawners::display_name.eq(display_name))
+            .execute(conn)?,
+    )
 }
 
 /// Renames a server; a name the user already has is a unique violation.
 pub fn rename(conn: &mut DbConnection, id: i32, new_name: &str) -> QueryResult<()> {
-    expect_one(diesel::update(spawners::table.find(id)).set(spawners::name.eq(new_name)).execute(conn)?)
+    expect_one(
+        diesel::update(spawners::table.find(id))
+            .set(spawners::name.eq(new_name))
+            .execute(conn)?,
+    )
 }
 
 /// Moves `last_activity` forward to `at` (older values change nothing); returns whether it
 /// changed.
-pub fn touch_last_activity(conn: &mut DbConnection, id: i32, at: NaiveDateTime) -> QueryResult<bool> {
+pub fn touch_last_activity(
+    conn: &mut DbConnection,
+    id: i32,
+    at: NaiveDateTime,
+) -> QueryResult<bool> {
     let changed = diesel::update(
-        spawners::table
-            .find(id)
-            .filter(spawners::last_activity.is_null().or(spawners::last_activity.lt(at))),
+        spawners::table.find(id).filter(
+            spawners::last_activity
+                .is_null()
+                .or(spawners::last_activity.lt(at)),
+        ),
     )
     .set(spawners::last_activity.eq(at))
     .execute(conn)?;

@@ -70,7 +70,12 @@ struct UserRow<'a> {
 /// Creates a user. A taken name or cookie id is a unique violation.
 pub fn insert(conn: &mut DbConnection, new: &NewUser<'_>) -> QueryResult<User> {
     diesel::insert_into(users::table)
-        .values(UserRow { name: new.name, admin: new.admin, created: crate::db::now(), cookie_id: new.cookie_id })
+        .values(UserRow {
+            name: new.name,
+            admin: new.admin,
+            created: crate::db::now(),
+            cookie_id: new.cookie_id,
+        })
         .returning(users::all_columns)
         .get_result(conn)
 }
@@ -82,23 +87,42 @@ pub fn insert_many(conn: &mut DbConnection, new: &[NewUser<'_>]) -> QueryResult<
 
 /// Looks a user up by id.
 pub fn find_by_id(conn: &mut DbConnection, id: i32) -> QueryResult<Option<User>> {
-    users::table.find(id).select(User::as_select()).first(conn).optional()
+    users::table
+        .find(id)
+        .select(User::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// Looks a user up by exact name.
 pub fn find_by_name(conn: &mut DbConnection, name: &str) -> QueryResult<Option<User>> {
-    users::table.filter(users::name.eq(name)).select(User::as_select()).first(conn).optional()
+    users::table
+        .filter(users::name.eq(name))
+        .select(User::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// Looks a user up by the id in their login cookie.
 pub fn find_by_cookie_id(conn: &mut DbConnection, cookie_id: &str) -> QueryResult<Option<User>> {
-    users::table.filter(users::cookie_id.eq(cookie_id)).select(User::as_select()).first(conn).optional()
+    users::table
+        .filter(users::cookie_id.eq(cookie_id))
+        .select(User::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// The users with these names, ordered by id; unknown names are simply absent.
-pub fn find_by_names<S: AsRef<str>>(conn: &mut DbConnection, names: &[S]) -> QueryResult<Vec<User>> {
+pub fn find_by_names<S: AsRef<str>>(
+    conn: &mut DbConnection,
+    names: &[S],
+) -> QueryResult<Vec<User>> {
     let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
-    users::table.filter(users::name.eq_any(names)).order(users::id).select(User::as_select()).load(conn)
+    users::table
+        .filter(users::name.eq_any(names))
+        .order(users::id)
+        .select(User::as_select())
+        .load(conn)
 }
 
 /// How many users exist.
@@ -202,19 +226,31 @@ fn filtered(query: &UserQuery) -> users::BoxedQuery<'static, MultiBackend> {
     }
     match query.state {
         Some(ServerStateFilter::Active) => {
-            q = q.filter(users::id.eq_any(
-                spawners::table.filter(spawners::phase.ne(ServerPhase::Stopped)).select(spawners::user_id),
-            ));
+            q = q.filter(
+                users::id.eq_any(
+                    spawners::table
+                        .filter(spawners::phase.ne(ServerPhase::Stopped))
+                        .select(spawners::user_id),
+                ),
+            );
         }
         Some(ServerStateFilter::Ready) => {
-            q = q.filter(users::id.eq_any(
-                spawners::table.filter(spawners::phase.eq(ServerPhase::Running)).select(spawners::user_id),
-            ));
+            q = q.filter(
+                users::id.eq_any(
+                    spawners::table
+                        .filter(spawners::phase.eq(ServerPhase::Running))
+                        .select(spawners::user_id),
+                ),
+            );
         }
         Some(ServerStateFilter::Inactive) => {
-            q = q.filter(users::id.ne_all(
-                spawners::table.filter(spawners::phase.ne(ServerPhase::Stopped)).select(spawners::user_id),
-            ));
+            q = q.filter(
+                users::id.ne_all(
+                    spawners::table
+                        .filter(spawners::phase.ne(ServerPhase::Stopped))
+                        .select(spawners::user_id),
+                ),
+            );
         }
         None => {}
     }
@@ -223,7 +259,11 @@ fn filtered(query: &UserQuery) -> users::BoxedQuery<'static, MultiBackend> {
             .inner_join(groups::table)
             .filter(groups::name.eq_any(only.groups.clone()))
             .select(user_group_map::user_id);
-        q = q.filter(users::name.eq_any(only.users.clone()).or(users::id.eq_any(members)));
+        q = q.filter(
+            users::name
+                .eq_any(only.users.clone())
+                .or(users::id.eq_any(members)),
+        );
     }
     q
 }
@@ -238,12 +278,16 @@ pub fn list(conn: &mut DbConnection, query: &UserQuery) -> QueryResult<Page<User
         (UserSortKey::Name, false) => q.order((users::name.asc(), users::id.asc())),
         (UserSortKey::Name, true) => q.order((users::name.desc(), users::id.desc())),
         // NULL sorts differently per backend; make "never active" the smallest value everywhere.
-        (UserSortKey::LastActivity, false) => {
-            q.order((users::last_activity.is_not_null().asc(), users::last_activity.asc(), users::id.asc()))
-        }
-        (UserSortKey::LastActivity, true) => {
-            q.order((users::last_activity.is_null().asc(), users::last_activity.desc(), users::id.desc()))
-        }
+        (UserSortKey::LastActivity, false) => q.order((
+            users::last_activity.is_not_null().asc(),
+            users::last_activity.asc(),
+            users::id.asc(),
+        )),
+        (UserSortKey::LastActivity, true) => q.order((
+            users::last_activity.is_null().asc(),
+            users::last_activity.desc(),
+            users::id.desc(),
+        )),
     };
     let items = q
         .offset(query.page.offset())
@@ -267,30 +311,58 @@ pub(crate) fn escape_like(value: &str) -> String {
 
 /// Sets or clears the admin flag.
 pub fn set_admin(conn: &mut DbConnection, id: i32, admin: bool) -> QueryResult<()> {
-    expect_one(diesel::update(users::table.find(id)).set(users::admin.eq(admin)).execute(conn)?)
+    expect_one(
+        diesel::update(users::table.find(id))
+            .set(users::admin.eq(admin))
+            .execute(conn)?,
+    )
 }
 
 /// Renames a user. Everything else refers to users by id, so nothing else changes; a taken
 /// name is a unique violation.
 pub fn rename(conn: &mut DbConnection, id: i32, new_name: &str) -> QueryResult<()> {
-    expect_one(diesel::update(users::table.find(id)).set(users::name.eq(new_name)).execute(conn)?)
+    expect_one(
+        diesel::update(users::table.find(id))
+            .set(users::name.eq(new_name))
+            .execute(conn)?,
+    )
 }
 
 /// Replaces the cookie id, which invalidates every login cookie of the user.
 pub fn set_cookie_id(conn: &mut DbConnection, id: i32, cookie_id: &str) -> QueryResult<()> {
-    expect_one(diesel::update(users::table.find(id)).set(users::cookie_id.eq(cookie_id)).execute(conn)?)
+    expect_one(
+        diesel::update(users::table.find(id))
+            .set(users::cookie_id.eq(cookie_id))
+            .execute(conn)?,
+    )
 }
 
 /// Stores (or with `None`, clears) the encrypted auth state.
-pub fn set_auth_state(conn: &mut DbConnection, id: i32, encrypted: Option<&[u8]>) -> QueryResult<()> {
-    expect_one(diesel::update(users::table.find(id)).set(users::encrypted_auth_state.eq(encrypted)).execute(conn)?)
+pub fn set_auth_state(
+    conn: &mut DbConnection,
+    id: i32,
+    encrypted: Option<&[u8]>,
+) -> QueryResult<()> {
+    expect_one(
+        diesel::update(users::table.find(id))
+            .set(users::encrypted_auth_state.eq(encrypted))
+            .execute(conn)?,
+    )
 }
 
 /// Moves `last_activity` forward to `at`; an older timestamp changes nothing. Returns whether
 /// the row changed (false also for an unknown id).
-pub fn touch_last_activity(conn: &mut DbConnection, id: i32, at: NaiveDateTime) -> QueryResult<bool> {
+pub fn touch_last_activity(
+    conn: &mut DbConnection,
+    id: i32,
+    at: NaiveDateTime,
+) -> QueryResult<bool> {
     let changed = diesel::update(
-        users::table.find(id).filter(users::last_activity.is_null().or(users::last_activity.lt(at))),
+        users::table.find(id).filter(
+            users::last_activity
+                .is_null()
+                .or(users::last_activity.lt(at)),
+        ),
     )
     .set(users::last_activity.eq(at))
     .execute(conn)?;

@@ -1,0 +1,331 @@
+//! The JSON models of the API (hub-protocol §1.2), built from database rows and filtered by
+//! the caller's scopes.
+
+use chrono::NaiveDateTime;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Map, Value, json};
+
+use crate::access::Identity;
+use crate::api::extract::db_error;
+use crate::db::DbConnection;
+use crate::db::models::spawners::{ServerPhase, Spawner};
+use crate::db::models::{groups, roles, services, spawners, users};
+use crate::error::ApiResult;
+use crate::rbac::fields::{
+    include_servers_key, retain_keys, server_state_visible, server_visible, service_model_keys,
+    user_model_keys,
+};
+use crate::rbac::{ExpandContext, ScopeSet, UserGroups};
+use crate::state::AppState;
+
+/// Characters Python's `quote(name, safe='@~')` leaves alone besides ASCII letters and digits.
+const NAME: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'~')
+    .remove(b'@');
+
+/// A name as it appears in URLs (`/user/<name>/`).
+pub fn url_name(name: &str) -> String {
+    utf8_percent_encode(name, NAME).to_string()
+}
+
+/// A timestamp as JupyterHub writes it: ISO 8601, UTC, `Z`, microseconds only when non-zero.
+pub fn iso(ts: Option<NaiveDateTime>) -> Value {
+    match ts {
+        None => Value::Null,
+        Some(t) => {
+            let text = if t.and_utc().timestamp_subsec_micros() == 0 {
+                t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+            } else {
+                t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+            };
+            Value::String(text)
+        }
+    }
+}
+
+/// Query flags such as `include_stopped_servers`: present means on, unless `0` or `false`.
+pub fn flag(value: Option<&str>) -> bool {
+    value.is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "0" | "false"))
+}
+
+/// The user's URL prefix, `<base_url>user/<name>/`.
+pub fn user_url(state: &AppState, user: &str) -> String {
+    format!("{}user/{}/", state.config.hub.base_url, url_name(user))
+}
+
+/// A server's URL prefix: the user's URL, plus `<server>/` for a named server.
+pub fn server_url(state: &AppState, user: &str, server: &str) -> String {
+    if server.is_empty() {
+        user_url(state, user)
+    } else {
+        format!("{}{}/", user_url(state, user), url_name(server))
+    }
+}
+
+/// JupyterHub's `pending` value for a phase.
+pub fn pending(phase: ServerPhase) -> Value {
+    match phase {
+        ServerPhase::Spawning => json!("spawn"),
+        ServerPhase::Stopping => json!("stop"),
+        ServerPhase::Stopped | ServerPhase::Running => Value::Null,
+    }
+}
+
+/// The server model (all keys; `state` only when `with_state`).
+pub fn server_model(
+    state: &AppState,
+    user: &str,
+    spawner: &Spawner,
+    with_state: bool,
+) -> Map<String, Value> {
+    let base = format!(
+        "{}api/users/{}",
+        state.config.hub.hub_prefix(),
+        url_name(user)
+    );
+    let progress_url = if spawner.name.is_empty() {
+        format!("{base}/server/progress")
+    } else {
+        format!("{base}/servers/{}/progress", url_name(&spawner.name))
+    };
+    let ready = spawner.phase == ServerPhase::Running;
+    let mut m = Map::new();
+    m.insert("name".into(), json!(spawner.name));
+    m.insert("display_name".into(), json!(spawner.display_name));
+    m.insert(
+        "full_name".into(),
+        json!(format!("{user}/{}", spawner.name)),
+    );
+    m.insert("last_activity".into(), iso(spawner.last_activity));
+    m.insert("started".into(), iso(spawner.started));
+    m.insert("pending".into(), pending(spawner.phase));
+    m.insert("ready".into(), json!(ready));
+    m.insert("stopped".into(), json!(!spawner.phase.is_active()));
+    m.insert("url".into(), json!(server_url(state, user, &spawner.name)));
+    m.insert(
+        "user_options".into(),
+        Value::Object(spawner.user_options.clone()),
+    );
+    m.insert("progress_url".into(), json!(progress_url));
+    m.insert("full_url".into(), Value::Null);
+    m.insert("full_progress_url".into(), Value::Null);
+    if with_state {
+        m.insert("state".into(), Value::Object(spawner.state.clone()));
+    }
+    m
+}
+
+/// Everything known about a user, for building models.
+#[derive(Debug, Clone)]
+pub struct UserFacts {
+    pub user: users::User,
+    pub groups: Vec<String>,
+    pub roles: Vec<String>,
+    pub spawners: Vec<Spawner>,
+}
+
+/// Loads the facts for several users in a fixed number of queries.
+pub fn load_user_facts(
+    conn: &mut DbConnection,
+    list: Vec<users::User>,
+) -> diesel::QueryResult<Vec<UserFacts>> {
+    let ids: Vec<i32> = list.iter().map(|u| u.id).collect();
+    let mut group_names = groups::names_by_user(conn, &ids)?;
+    let mut role_names = roles::names_by_user(conn, &ids)?;
+    let mut by_user: std::collections::HashMap<i32, Vec<Spawner>> =
+        std::collections::HashMap::new();
+    for s in spawners::list_for_users(conn, &ids)? {
+        by_user.entry(s.user_id).or_default().push(s);
+    }
+    Ok(list
+        .into_iter()
+        .map(|user| UserFacts {
+            groups: group_names.remove(&user.id).unwrap_or_default(),
+            roles: role_names.remove(&user.id).unwrap_or_default(),
+            spawners: by_user.remove(&user.id).unwrap_or_default(),
+            user,
+        })
+        .collect())
+}
+
+/// The user model as `scopes` may see it (hub-protocol §1.2): keys gated by scope, servers
+/// filtered one by one, stopped servers only with `include_stopped`.
+pub fn user_model(
+    state: &AppState,
+    scopes: &ScopeSet,
+    facts: &UserFacts,
+    include_stopped: bool,
+) -> Value {
+    let user = &facts.user;
+    let membership = UserGroups {
+        user: &user.name,
+        groups: &facts.groups,
+    };
+    let keys = user_model_keys(scopes, &user.name, &membership);
+    let mut servers = Map::new();
+    for s in &facts.spawners {
+        if !(include_stopped || s.phase.is_active())
+            || !server_visible(scopes, &user.name, &s.name, &membership)
+        {
+            continue;
+        }
+        let with_state = server_state_visible(scopes, &user.name, &s.name, &membership);
+        servers.insert(
+            s.name.clone(),
+            Value::Object(server_model(state, &user.name, s, with_state)),
+        );
+    }
+    let default = facts.spawners.iter().find(|s| s.name.is_empty());
+    let mut roles = facts.roles.clone();
+    roles.push("user".into());
+    if user.admin {
+        roles.push("admin".into());
+    }
+    roles.sort();
+    roles.dedup();
+    let mut m = Map::new();
+    m.insert("kind".into(), json!("user"));
+    m.insert("name".into(), json!(user.name));
+    m.insert("admin".into(), json!(user.admin));
+    m.insert("roles".into(), json!(roles));
+    m.insert("groups".into(), json!(facts.groups));
+    m.insert(
+        "server".into(),
+        match default {
+            Some(s) if s.phase == ServerPhase::Running => json!(user_url(state, &user.name)),
+            _ => Value::Null,
+        },
+    );
+    m.insert(
+        "pending".into(),
+        default.map_or(Value::Null, |s| pending(s.phase)),
+    );
+    m.insert("created".into(), iso(Some(user.created)));
+    m.insert("last_activity".into(), iso(user.last_activity));
+    m.insert("user_info".into(), Value::Null);
+    m.insert("auth_state".into(), Value::Null);
+    let include_servers = include_servers_key(&keys, servers.len());
+    m.insert("servers".into(), Value::Object(servers));
+    let mut keys = keys;
+    if include_servers {
+        keys.insert("servers");
+    }
+    retain_keys(&mut m, &keys);
+    Value::Object(m)
+}
+
+/// `GET /user` for a user: the model with the owner's identify scopes added for filtering.
+///
+/// # Errors
+/// Database failures.
+pub async fn whoami_user_model(
+    state: &AppState,
+    caller: &Identity,
+    user: &users::User,
+    include_stopped: bool,
+) -> ApiResult<Value> {
+    let list = vec![user.clone()];
+    let facts = state
+        .db
+        .run(move |conn| load_user_facts(conn, list))
+        .await
+        .map_err(db_error)?;
+    let mut scopes = caller.scopes.clone();
+    let identify = state
+        .registry
+        .expand(
+            [
+                format!("read:users:name!user={}", user.name),
+                format!("read:users:groups!user={}", user.name),
+            ],
+            &ExpandContext::default(),
+        )
+        .unwrap_or_default();
+    scopes.extend(&identify);
+    Ok(facts.first().map_or(Value::Null, |f| {
+        user_model(state, &scopes, f, include_stopped)
+    }))
+}
+
+/// The service model as `scopes` may see it.
+pub fn service_model(scopes: &ScopeSet, service: &services::Service, roles: &[String]) -> Value {
+    let keys = service_model_keys(scopes, &service.name);
+    let url = service.url.clone().unwrap_or_default();
+    let prefix = if url.is_empty() {
+        String::new()
+    } else {
+        format!("/services/{}/", url_name(&service.name))
+    };
+    let mut m = Map::new();
+    m.insert("kind".into(), json!("service"));
+    m.insert("name".into(), json!(service.name));
+    m.insert("admin".into(), json!(service.admin));
+    m.insert("roles".into(), json!(roles));
+    m.insert("url".into(), json!(url));
+    m.insert("prefix".into(), json!(prefix));
+    m.insert("command".into(), Value::Null);
+    m.insert("pid".into(), json!(0));
+    m.insert("info".into(), Value::Object(service.info.clone()));
+    m.insert("display".into(), json!(service.display));
+    retain_keys(&mut m, &keys);
+    Value::Object(m)
+}
+
+/// `GET /user` for a service.
+///
+/// # Errors
+/// Database failures.
+pub async fn whoami_service_model(
+    state: &AppState,
+    caller: &Identity,
+    service: &services::Service,
+) -> ApiResult<Value> {
+    let id = service.id;
+    let roles = state
+        .db
+        .run(move |conn| roles::names_by_service(conn, &[id]))
+        .await
+        .map_err(db_error)?
+        .remove(&id)
+        .unwrap_or_default();
+    let mut scopes = caller.scopes.clone();
+    let identify = state
+        .registry
+        .expand(
+            [format!("read:services:name!service={}", service.name)],
+            &ExpandContext::default(),
+        )
+        .unwrap_or_default();
+    scopes.extend(&identify);
+    Ok(service_model(&scopes, service, &roles))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_in_urls() {
+        assert_eq!(url_name("alice"), "alice");
+        assert_eq!(url_name("a@b~c.d_e-f"), "a@b~c.d_e-f");
+        assert_eq!(url_name("has space/x"), "has%20space%2Fx");
+        assert_eq!(url_name("üñ"), "%C3%BC%C3%B1");
+    }
+
+    #[test]
+    fn timestamps() {
+        let t = chrono::NaiveDate::from_ymd_opt(2026, 11, 23)
+            .unwrap()
+            .and_hms_micro_opt(10, 56, 24, 532_628)
+            .unwrap();
+        assert_eq!(iso(Some(t)), json!("2026-11-23T10:56:24.532628Z"));
+        let t = t.with_nanosecond(0).unwrap();
+        assert_eq!(iso(Some(t)), json!("2026-11-23T10:56:24Z"));
+        assert_eq!(iso(None), Value::Null);
+    }
+
+    use chrono::Timelike;
+}

@@ -1,0 +1,59 @@
+//! The hub's HTTP application: every router merged under the hub prefix, with the common
+//! headers, body limits and the JSON 404 of the API; and the server loop.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use http::{Method, StatusCode};
+use tokio::net::TcpListener;
+
+use crate::api;
+use crate::http::{CommonHeaders, api_not_found, common_headers};
+use crate::state::AppState;
+
+/// Largest request body the API accepts (JupyterHub/tornado allow 100 MB; nothing the API
+/// takes comes near 1 MiB).
+pub const MAX_API_BODY: usize = 1024 * 1024;
+
+/// The whole application for `state`.
+pub fn router(state: AppState) -> Router {
+    let prefix = state.config.hub.hub_prefix();
+    let api_path = format!("{prefix}api");
+    let api = api::router()
+        .fallback(api_not_found)
+        .layer(middleware::from_fn(options_ok))
+        .layer(DefaultBodyLimit::max(MAX_API_BODY));
+    let headers = Arc::new(CommonHeaders::new(&prefix));
+    Router::new()
+        .nest(&api_path, api)
+        .merge(api::info::hub_routes(&prefix))
+        .layer(middleware::from_fn_with_state(headers, common_headers))
+        .with_state(state)
+}
+
+/// `OPTIONS` on any API path: 200 with an empty body, no authentication (CORS preflight).
+async fn options_ok(req: Request, next: Next) -> Response {
+    if req.method() == Method::OPTIONS {
+        return StatusCode::OK.into_response();
+    }
+    next.run(req).await
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,115 @@
+//! The state every request handler sees: configuration, database, plugins, proxy control,
+//! and the caches rebuilt from the database at startup. Cloning is cheap.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use hub_plugin::{Authenticator, Spawner};
+
+use crate::config::HubConfig;
+use crate::cookie_secret::CookieSecret;
+use crate::db::Db;
+use crate::proxy::ProxyControl;
+use crate::rbac::{CustomScopeSpec, RoleSpec, RoleTable, ScopeRegistry};
+
+/// Shared state; `Deref`s to [`Inner`].
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Inner {
+    /// Effective configuration.
+    pub config: HubConfig,
+    /// The database.
+    pub db: Db,
+    /// Every scope, custom ones included.
+    pub registry: ScopeRegistry,
+    /// Every role definition: the defaults plus the configured ones.
+    pub roles: RoleTable,
+    /// Signs login and XSRF cookies.
+    pub cookie_secret: CookieSecret,
+    /// Runs users' servers.
+    pub spawner: Arc<dyn Spawner>,
+    /// Checks logins.
+    pub authenticator: Arc<dyn Authenticator>,
+    /// Drives the proxy; `None` when the hub runs without one (some tests).
+    pub proxy: Option<ProxyControl>,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// A configuration that cannot be turned into scopes and roles.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Custom scopes are invalid.
+    #[error("hub.custom_scopes: {0}")]
+    Scopes(#[from] crate::rbac::ScopeError),
+    /// A role is invalid.
+    #[error("roles: {0}")]
+    Roles(#[from] crate::rbac::RoleError),
+}
+
+/// The scope registry and role table of a configuration.
+///
+/// # Errors
+/// When custom scopes or roles are invalid.
+pub fn roles_from_config(config: &HubConfig) -> Result<(ScopeRegistry, RoleTable), StateError> {
+    let mut registry = ScopeRegistry::new();
+    registry.define_custom_scopes(config.hub.custom_scopes.iter().map(|(name, s)| {
+        (
+            name.clone(),
+            CustomScopeSpec {
+                description: s.description.clone(),
+                subscopes: s.subscopes.clone(),
+            },
+        )
+    }))?;
+    let specs: Vec<RoleSpec> = config
+        .roles
+        .iter()
+        .map(|r| RoleSpec {
+            name: r.name.clone(),
+            description: r.description.clone(),
+            scopes: Some(r.scopes.clone()),
+            users: Some(r.users.clone()),
+            groups: Some(r.groups.clone()),
+            services: Some(r.services.clone()),
+        })
+        .collect();
+    let roles = RoleTable::load(&registry, &specs, &config.hub.extra_user_scopes)?;
+    Ok((registry, roles))
+}
+
+impl AppState {
+    /// Assembles the state.
+    ///
+    /// # Errors
+    /// When custom scopes or roles are invalid.
+    pub fn new(
+        config: HubConfig,
+        db: Db,
+        cookie_secret: CookieSecret,
+        spawner: Arc<dyn Spawner>,
+        authenticator: Arc<dyn Authenticator>,
+        proxy: Option<ProxyControl>,
+    ) -> Result<Self, StateError> {
+        let (registry, roles) = roles_from_config(&config)?;
+        Ok(Self(Arc::new(Inner {
+            config,
+            db,
+            registry,
+            roles,
+            cookie_secret,
+            spawner,
+            authenticator,
+            proxy,
+        })))
+    }
+}
