@@ -1,15 +1,15 @@
 //! The hub daemon: users, login, spawning, the JupyterHub REST API and the OAuth2 provider.
 //!
-//! Being built: the modules below are the parts that exist so far.
+//! Being built. Layers, top down:
 //!
-//! - [`error`]: API errors as JupyterHub's `{status, message}` bodies.
-//! - [`http`]: headers every response carries, the JSON 404 for unknown API paths.
-//! - [`api`]: REST API building blocks.
-//! - [`rbac`]: scopes, roles and their checks (pure functions).
-//! - [`identity`]: tokens, signed cookies and XSRF rules (pure functions).
-//! - [`config`]: the layered configuration (TOML file, environment, flags) and its docs.
-//! - [`cookie_secret`]: loading or creating the secret that signs login cookies.
-//! - [`proxy`]: driving the proxy: REST client, managed child process, route reconciliation.
+//! - HTTP adapters: [`app`] (the router, the server loop), [`api`] (REST handlers, one module
+//!   per resource; extractors for callers and bodies; models), [`http`] (common headers),
+//!   [`error`] (the `{status, message}` body).
+//! - Domain: [`access`] (who is calling, effective scopes), [`rbac`] and [`identity`] (pure
+//!   functions: scopes and roles; token hashes, signed cookies, XSRF), [`spawn`] (servers),
+//!   [`startup`] (configured entities into the database).
+//! - Infrastructure: [`db`] (diesel over SQLite and PostgreSQL), [`proxy`] (driving the
+//!   proxy), [`config`] and [`cookie_secret`], [`metrics`], [`state`] (what handlers share).
 
 pub mod access;
 pub mod api;
@@ -20,8 +20,10 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod proxy;
 pub mod rbac;
+pub mod spawn;
 pub mod startup;
 pub mod state;
 

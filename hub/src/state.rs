@@ -9,8 +9,10 @@ use hub_plugin::{Authenticator, Spawner};
 use crate::config::HubConfig;
 use crate::cookie_secret::CookieSecret;
 use crate::db::Db;
+use crate::metrics::HubMetrics;
 use crate::proxy::ProxyControl;
 use crate::rbac::{CustomScopeSpec, RoleSpec, RoleTable, ScopeRegistry};
+use crate::spawn::Servers;
 
 /// Shared state; `Deref`s to [`Inner`].
 #[derive(Debug, Clone)]
@@ -35,6 +37,10 @@ pub struct Inner {
     pub authenticator: Arc<dyn Authenticator>,
     /// Drives the proxy; `None` when the hub runs without one (some tests).
     pub proxy: Option<ProxyControl>,
+    /// Runtime state of users' servers.
+    pub servers: Servers,
+    /// Prometheus metrics.
+    pub metrics: HubMetrics,
 }
 
 impl Deref for AppState {
@@ -110,6 +116,8 @@ impl AppState {
             spawner,
             authenticator,
             proxy,
+            servers: Servers::default(),
+            metrics: HubMetrics::default(),
         })))
     }
 }
