@@ -28,6 +28,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let mut signals = match daemon_support::shutdown::Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("chp-proxy: cannot install signal handlers: {e}");
+                return ExitCode::from(1);
+            }
+        };
         let _pid_file = match &config.pid_file {
             Some(path) => match PidFile::create(path) {
                 Ok(p) => Some(p),
@@ -38,14 +45,9 @@ fn main() -> ExitCode {
             },
             None => None,
         };
-        let signals = async {
-            match daemon_support::shutdown::signal_received().await {
-                Ok(sig) => tracing::warn!("Shutting down on {sig:?}"),
-                Err(e) => {
-                    tracing::error!("cannot wait for signals: {e}");
-                    std::future::pending::<()>().await;
-                }
-            }
+        let signals = async move {
+            let sig = signals.recv().await;
+            tracing::warn!("Shutting down on {sig:?}");
         };
         match chp_proxy::run(config, signals).await {
             // Stopped by a signal: exit 2, as configurable-http-proxy does.

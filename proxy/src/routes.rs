@@ -19,20 +19,22 @@ use crate::trie::Trie;
 
 /// The segments of a normalised route key (`/` has none).
 pub fn key_segments(key: &str) -> impl Iterator<Item = &str> {
-    let rest = key.strip_prefix('/').unwrap_or(key);
+    let rest = key.trim_start_matches('/');
     rest.split('/').filter(move |_| !rest.is_empty())
 }
 
-/// Normalises a decoded API path into a route key as configurable-http-proxy does: a leading
-/// `/` is added if missing, and one trailing `/` is removed unless the key is `/`.
+/// Normalises a decoded API path into a route key as configurable-http-proxy 5.3 does: a
+/// leading `/` is added if missing, and a trailing `/` is removed twice over (its API handler
+/// and its store each remove one: `/b//` becomes `/b`, `/c///` becomes `/c/`), never from `/`
+/// itself. A run of
+/// leading slashes becomes one, as the trie reads it (configurable-http-proxy keeps `//x` and
+/// `/x` as two keys sharing one trie node).
 pub fn normalize_key(decoded: &str) -> String {
-    let mut key = if decoded.starts_with('/') {
-        decoded.to_owned()
-    } else {
-        format!("/{decoded}")
-    };
-    if key.len() > 1 && key.ends_with('/') {
-        key.pop();
+    let mut key = format!("/{}", decoded.trim_start_matches('/'));
+    for _ in 0..2 {
+        if key.len() > 1 && key.ends_with('/') {
+            key.pop();
+        }
     }
     key
 }
@@ -264,10 +266,12 @@ mod tests {
         assert_eq!(normalize_key("user/alice/"), "/user/alice");
         assert_eq!(normalize_key("/"), "/");
         assert_eq!(normalize_key(""), "/");
-        assert_eq!(normalize_key("/a//"), "/a/");
+        assert_eq!(normalize_key("/a//"), "/a");
+        assert_eq!(normalize_key("/c///"), "/c/");
         assert_eq!(key_segments("/").count(), 0);
         assert_eq!(key_segments("/a/b").collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(key_segments("//x").collect::<Vec<_>>(), ["", "x"]);
+        assert_eq!(key_segments("//x").collect::<Vec<_>>(), ["x"]);
+        assert_eq!(normalize_key("//x/"), "/x");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! One loop for every daemon: accept, hand the socket to a task, finish the TLS handshake
 //! there (never in the accept loop), then serve HTTP/1.1 with upgrades, or HTTP/2 when TLS
 //! negotiated `h2`. On shutdown the loop stops accepting and lets open requests finish.
+//! (hyper-util's `auto` builder would also answer HTTP/2 prior-knowledge prefaces on plain
+//! connections; configurable-http-proxy never does, so neither do we.)
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,10 +17,9 @@ use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 /// A bound listening socket.
@@ -116,10 +117,36 @@ impl Default for HttpOptions {
     }
 }
 
+/// Resolves once `stopping` turns true (or its sender is gone).
+async fn stopped(mut stopping: watch::Receiver<bool>) {
+    loop {
+        let stopped = *stopping.borrow_and_update();
+        if stopped || stopping.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs a hyper connection to its end; once `stopping` turns true, asks it to finish its
+/// current requests and close. (A macro: the two connection types share no trait.)
+macro_rules! drive {
+    ($conn:expr, $stopping:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            () = stopped($stopping) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }};
+}
+
 /// Serves connections from `listener` until `shutdown` resolves, then drains open requests.
 ///
-/// `make_service` is called once per connection. Upgrades (websockets) are supported on
-/// HTTP/1.1; HTTP/2 is spoken only when TLS negotiated `h2` through ALPN.
+/// `make_service` is called once per connection. Plain connections speak HTTP/1.1 only (with
+/// upgrades, for websockets); HTTP/2 is spoken only when TLS negotiated `h2` through ALPN.
 pub async fn serve<M, S, B>(
     listener: Listener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -137,7 +164,9 @@ pub async fn serve<M, S, B>(
 {
     let acceptor = tls.map(TlsAcceptor::from);
     let options = Arc::new(options);
-    let graceful = GracefulShutdown::new();
+    // Connections watch `stopping`; each holds a clone of `drain` until it has finished.
+    let (stopping_tx, stopping) = watch::channel(false);
+    let (drain, mut drained) = mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -159,45 +188,49 @@ pub async fn serve<M, S, B>(
             tls: acceptor.is_some(),
         };
         let service = make_service(info);
-        let watcher = graceful.watcher();
         let options = options.clone();
         let acceptor = acceptor.clone();
+        let stopping = stopping.clone();
+        let guard = drain.clone();
         tokio::spawn(async move {
-            match acceptor {
-                None => {
-                    let builder = builder(&options, false);
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let _ = watcher.watch(conn.into_owned()).await;
+            let _guard = guard;
+            let Some(acceptor) = acceptor else {
+                let conn = http1_builder(&options)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                drive!(conn, stopping);
+                return;
+            };
+            let tls =
+                tokio::time::timeout(options.tls_handshake_timeout, acceptor.accept(stream)).await;
+            let stream = match tls {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
                 }
-                Some(acceptor) => {
-                    let tls = tokio::time::timeout(
-                        options.tls_handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await;
-                    let stream = match tls {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!("TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    let builder = builder(&options, h2);
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let _ = watcher.watch(conn.into_owned()).await;
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return;
                 }
+            };
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .serve_connection(TokioIo::new(stream), service);
+                drive!(conn, stopping);
+            } else {
+                let conn = http1_builder(&options)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                drive!(conn, stopping);
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
+    let _ = stopping_tx.send(true);
+    drop(drain);
+    if tokio::time::timeout(options.drain_timeout, drained.recv())
         .await
         .is_err()
     {
@@ -205,19 +238,14 @@ pub async fn serve<M, S, B>(
     }
 }
 
-fn builder(options: &HttpOptions, h2: bool) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    if h2 {
-        builder.http2().timer(TokioTimer::new());
-        return builder.http2_only();
-    }
+fn http1_builder(options: &HttpOptions) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_timeout)
         .max_buf_size(options.max_header_size.max(8192))
         .keep_alive(true);
-    builder.http1_only()
+    builder
 }
 
 /// A boxed stream: TCP or unix.

@@ -51,7 +51,7 @@ impl std::error::Error for PathError {}
 /// Checking and walking allocate nothing unless a segment holds percent-escapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segments<'a> {
-    /// The path without its leading `/`.
+    /// The path without its leading slashes.
     rest: &'a str,
 }
 
@@ -61,7 +61,12 @@ impl<'a> Segments<'a> {
     /// # Errors
     /// When the path could be read differently by a backend; see the module documentation.
     pub fn parse(raw: &'a str) -> Result<Self, PathError> {
-        let rest = raw.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+        if !raw.starts_with('/') {
+            return Err(PathError::NotAbsolute);
+        }
+        // Leading slashes are one separator, as configurable-http-proxy's trie treats them:
+        // `//user/alice` is looked up as `/user/alice`.
+        let rest = raw.trim_start_matches('/');
         if !rest.is_empty() {
             for raw_segment in rest.split('/') {
                 decode_segment(raw_segment)?;
@@ -153,7 +158,11 @@ fn check_dots(segment: &str) -> Result<(), PathError> {
 /// Byte offset in `raw` (a path accepted by [`Segments::parse`]) just after its first `n`
 /// segments; used to cut a matched route prefix off the raw path.
 pub fn raw_prefix_len(raw: &str, n: usize) -> usize {
-    let mut offset = 0;
+    if n == 0 {
+        return 0;
+    }
+    // Start at the last slash of the leading run.
+    let mut offset = (raw.len() - raw.trim_start_matches('/').len()).saturating_sub(1);
     for _ in 0..n {
         // Each segment starts after a '/'.
         let start = offset + 1;
@@ -225,7 +234,7 @@ mod tests {
         assert!(segs("/").is_empty());
         assert_eq!(segs("/user/alice"), ["user", "alice"]);
         assert_eq!(segs("/user/alice/"), ["user", "alice", ""]);
-        assert_eq!(segs("//dbl//x"), ["", "dbl", "", "x"]);
+        assert_eq!(segs("//dbl//x"), ["dbl", "", "x"]);
         assert_eq!(segs("/b%40r/b%20r"), ["b@r", "b r"]);
         assert_eq!(segs("/%C3%BC%C3%B1"), ["üñ"]);
         assert_eq!(segs("/a.b/..c/.d"), ["a.b", "..c", ".d"]);
@@ -262,6 +271,7 @@ mod tests {
         assert_eq!(raw_prefix_len("/user/alice", 2), "/user/alice".len());
         assert_eq!(raw_prefix_len("/user/alice", 0), 0);
         assert_eq!(raw_prefix_len("/a", 3), 2);
+        assert_eq!(raw_prefix_len("//dbl/x", 1), "//dbl".len());
     }
 
     #[test]
