@@ -7,11 +7,13 @@
 use chrono::Utc;
 
 use crate::db::DbConnection;
-use crate::db::models::{api_tokens, groups, oauth_clients, roles, services, spawners, users};
+use crate::db::models::{
+    api_tokens, groups, oauth_clients, roles, services, shares, spawners, users,
+};
 use crate::identity::tokens;
-use crate::rbac::grants::{TokenScopes, effective_token_scopes};
+use crate::rbac::grants::{TokenScopes, apply_share_filter, effective_token_scopes};
 use crate::rbac::roles::{default_service_role_names, default_user_role_names};
-use crate::rbac::{ClientTarget, Owner, ScopeSet, UserGroups};
+use crate::rbac::{ClientTarget, ExpandContext, GroupMembership, Owner, ScopeSet, UserGroups};
 use crate::state::AppState;
 
 /// The user or service behind a credential.
@@ -105,7 +107,7 @@ pub fn user_scopes(
             .into_iter()
             .map(str::to_owned),
     );
-    let scopes = state
+    let mut scopes = state
         .roles
         .expand_for(
             &state.registry,
@@ -116,7 +118,73 @@ pub fn user_scopes(
             tracing::error!(user = %user.name, "role scopes do not expand: {e}");
             ScopeSet::default()
         });
+    scopes.extend(&share_scopes(state, conn, user)?);
     Ok((scopes, group_names))
+}
+
+/// The scopes a user holds through shares made to them or to one of their groups. Each share
+/// grants its scopes only on the shared server, under the server's current owner and name:
+/// whatever filter a stored scope carries is replaced, so a share can never reach further than
+/// its server (not even after a rename). Scopes that no longer exist are skipped.
+pub fn share_scopes(
+    state: &AppState,
+    conn: &mut DbConnection,
+    user: &users::User,
+) -> AccessResult<ScopeSet> {
+    let mut out = ScopeSet::new();
+    let ctx = ExpandContext::owner(Owner::User(&user.name));
+    for share in shares::received_scopes(conn, user.id)? {
+        let bases: Vec<&str> = share
+            .scopes
+            .iter()
+            .map(|s| s.split_once('!').map_or(s.as_str(), |(base, _)| base))
+            .collect();
+        let filtered = match apply_share_filter(&bases, &share.owner_name, &share.server_name) {
+            Ok(filtered) => filtered,
+            Err(e) => {
+                tracing::warn!(user = %user.name, "share scopes ignored: {e}");
+                continue;
+            }
+        };
+        for scope in &filtered {
+            match state.registry.expand([scope.as_str()], &ctx) {
+                Ok(expanded) => out.extend(&expanded),
+                Err(e) => tracing::warn!(user = %user.name, "share scope ignored: {e}"),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The effective scopes of a stored token whose owner currently holds `owner_scopes`, as
+/// [`resolve_token`] computes them for a request (for the token model of the API).
+pub fn stored_token_scopes<M: GroupMembership + ?Sized>(
+    state: &AppState,
+    conn: &mut DbConnection,
+    row: &api_tokens::ApiToken,
+    owner: Owner<'_>,
+    owner_scopes: &ScopeSet,
+    membership: &M,
+) -> AccessResult<ScopeSet> {
+    let client_resource = client_resource(conn, &row.client_id)?;
+    let client = client_resource.as_ref().map(|r| match r {
+        ClientResource::Server(user, server) => ClientTarget::Server { user, server },
+        ClientResource::Service(name) => ClientTarget::Service(name),
+    });
+    Ok(effective_token_scopes(
+        &state.registry,
+        &TokenScopes {
+            raw: &row.scopes,
+            owner,
+            client,
+        },
+        owner_scopes,
+        membership,
+    )
+    .unwrap_or_else(|e| {
+        tracing::warn!(token = %tokens::format_token_id(i64::from(row.id)), "token scopes do not expand: {e}");
+        ScopeSet::default()
+    }))
 }
 
 /// The scopes a service holds now.

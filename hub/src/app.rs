@@ -31,8 +31,34 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest(&api_path, api)
         .merge(api::info::hub_routes(&prefix))
+        .merge(api::metrics::hub_routes(&prefix))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_duration,
+        ))
         .layer(middleware::from_fn_with_state(headers, common_headers))
         .with_state(state)
+}
+
+/// Times every request for `request_duration_seconds`, labelled with the route template (not
+/// the raw path, which would make one series per user).
+async fn record_duration(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let handler = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    state.metrics.request_duration_seconds.observe(
+        &[method.as_str(), &handler, resp.status().as_str()],
+        started.elapsed(),
+    );
+    resp
 }
 
 /// `OPTIONS` on any API path: 200 with an empty body, no authentication (CORS preflight).
@@ -52,7 +78,15 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let requested = state.clone();
     let app = router(state);
+    // Ends on the caller's signal or on `POST /hub/api/shutdown`.
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = requested.shutdown.wait() => {}
+        }
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -35,12 +35,67 @@ pub struct Inner {
     pub spawner: Arc<dyn Spawner>,
     /// Checks logins.
     pub authenticator: Arc<dyn Authenticator>,
-    /// Drives the proxy; `None` when the hub runs without one (some tests).
-    pub proxy: Option<ProxyControl>,
+    /// Drives the proxy; `None` when the hub runs without one (some tests). Shared with the
+    /// background reconciliation loop.
+    pub proxy: Option<Arc<ProxyControl>>,
     /// Runtime state of users' servers.
     pub servers: Servers,
     /// Prometheus metrics.
     pub metrics: HubMetrics,
+    /// Set by `POST /hub/api/shutdown`; the serve loop and background tasks end on it.
+    pub shutdown: ShutdownSignal,
+}
+
+/// What `POST /hub/api/shutdown` asked for: `proxy` and `servers` override `cleanup_proxy` and
+/// `cleanup_servers` when given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShutdownRequest {
+    /// Stop the managed proxy too.
+    pub proxy: Option<bool>,
+    /// Stop the users' servers too.
+    pub servers: Option<bool>,
+}
+
+/// A one-way switch: once a shutdown is requested it stays requested; the first request wins.
+#[derive(Debug)]
+pub struct ShutdownSignal(tokio::sync::watch::Sender<Option<ShutdownRequest>>);
+
+impl Default for ShutdownSignal {
+    fn default() -> Self {
+        Self(tokio::sync::watch::Sender::new(None))
+    }
+}
+
+impl ShutdownSignal {
+    /// Requests the shutdown (again: ignored).
+    pub fn request(&self, request: ShutdownRequest) {
+        self.0.send_if_modified(|current| {
+            if current.is_some() {
+                return false;
+            }
+            *current = Some(request);
+            true
+        });
+    }
+
+    /// The request, once made.
+    pub fn requested(&self) -> Option<ShutdownRequest> {
+        *self.0.borrow()
+    }
+
+    /// Waits for the request.
+    pub async fn wait(&self) -> ShutdownRequest {
+        let mut rx = self.0.subscribe();
+        let request = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|request| request.unwrap_or_default());
+        match request {
+            Ok(request) => request,
+            // The sender lives as long as `self`, so this is unreachable; wait forever.
+            Err(_) => std::future::pending().await,
+        }
+    }
 }
 
 impl Deref for AppState {
@@ -115,9 +170,10 @@ impl AppState {
             cookie_secret,
             spawner,
             authenticator,
-            proxy,
+            proxy: proxy.map(Arc::new),
             servers: Servers::default(),
             metrics: HubMetrics::default(),
+            shutdown: ShutdownSignal::default(),
         })))
     }
 }

@@ -155,3 +155,55 @@ hub_test!(
         );
     }
 );
+
+hub_test!(metrics_need_read_metrics, |hub| async move {
+    let resp = hub
+        .client
+        .get(format!("{}/hub/metrics", hub.origin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let alice = hub.user("alice", false).await;
+    let (status, body) = hub.get("/metrics", Some(&alice)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let admin = hub.user("root", true).await;
+    for url in [
+        format!("{}/hub/metrics", hub.origin),
+        hub.api_url("/metrics"),
+    ] {
+        let resp = hub
+            .client
+            .get(&url)
+            .header("Authorization", format!("token {}", admin.token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{url}");
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        let text = resp.text().await.unwrap();
+        assert!(text.contains("jupyterhub_total_users 2\n"), "{text}");
+        assert!(text.contains("jupyterhub_running_servers 0\n"));
+        // Earlier requests were timed under their route template, not the raw path.
+        assert!(text.contains("handler=\"/hub/api/metrics\""), "{text}");
+    }
+});
+
+hub_test!(
+    metrics_can_be_public,
+    config = "[hub]\nauthenticate_prometheus = false\n",
+    |hub| async move {
+        let resp = hub
+            .client
+            .get(format!("{}/hub/metrics", hub.origin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+);

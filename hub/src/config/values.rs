@@ -663,6 +663,11 @@ impl DbUrl {
         }
     }
 
+    /// The URL to connect with, password included: never log it.
+    pub fn connection_url(&self) -> String {
+        self.to_text(Secrets::Show)
+    }
+
     /// The URL as written in the config, with the password replaced by `<redacted>` when
     /// `secrets` says so.
     pub(crate) fn to_text(&self, secrets: Secrets) -> String {

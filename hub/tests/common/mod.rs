@@ -137,6 +137,25 @@ fn fresh_postgres_db() -> String {
     }
 }
 
+/// Splits a leading `[hub]` section off `extra_config`, so tests can set `[hub]` keys (TOML
+/// allows a table only once; the harness writes `[hub]` itself). Returns the hub keys (each
+/// line ending in a newline) and the rest.
+fn split_hub_keys(extra_config: &str) -> (String, &str) {
+    let Some(rest) = extra_config.strip_prefix("[hub]\n") else {
+        return (String::new(), extra_config);
+    };
+    let end = rest
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .find(|&i| rest[i..].starts_with('['))
+        .unwrap_or(rest.len());
+    let mut keys = rest[..end].to_owned();
+    if !keys.is_empty() && !keys.ends_with('\n') {
+        keys.push('\n');
+    }
+    (keys, &rest[end..])
+}
+
 /// A caller with a token.
 #[derive(Debug, Clone)]
 pub struct Persona {
@@ -154,6 +173,8 @@ pub struct TestHub {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
+    /// The `chp-proxy` of [`TestHub::start_with_proxy`].
+    pub proxy: Option<TestProxy>,
 }
 
 impl TestHub {
@@ -168,6 +189,26 @@ impl TestHub {
         extra_config: &str,
         spawner: Option<Arc<dyn Spawner>>,
     ) -> Self {
+        Self::start_inner(backend, extra_config, spawner, None).await
+    }
+
+    /// Like [`TestHub::start_with`], with a real `chp-proxy` (see [`TestProxy`]) that the hub
+    /// drives: `state.proxy` is set.
+    pub async fn start_with_proxy(
+        backend: Backend,
+        extra_config: &str,
+        spawner: Option<Arc<dyn Spawner>>,
+    ) -> Self {
+        let proxy = TestProxy::start().await;
+        Self::start_inner(backend, extra_config, spawner, Some(proxy)).await
+    }
+
+    async fn start_inner(
+        backend: Backend,
+        extra_config: &str,
+        spawner: Option<Arc<dyn Spawner>>,
+        proxy: Option<TestProxy>,
+    ) -> Self {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
         let db_url = match backend {
@@ -179,8 +220,9 @@ impl TestHub {
                 .await
                 .expect("pg"),
         };
+        let (hub_keys, extra_config) = split_hub_keys(extra_config);
         let text = format!(
-            "[hub]\ndb_url = \"{db_url}\"\n[proxy]\nshould_start = false\nauth_token = \"unused-test-token\"\n{extra_config}"
+            "[hub]\ndb_url = \"{db_url}\"\n{hub_keys}[proxy]\nshould_start = false\nauth_token = \"unused-test-token\"\n{extra_config}"
         );
         let config = HubConfig::from_toml_str(&text, &dir.path().join("test_config.toml"))
             .unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
@@ -195,7 +237,7 @@ impl TestHub {
             CookieSecret::generate(),
             spawner,
             authenticator,
-            None,
+            proxy.as_ref().map(TestProxy::control),
         )
         .expect("state");
         hub::startup::load_config_entities(&state)
@@ -224,6 +266,7 @@ impl TestHub {
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,
+            proxy,
         }
     }
 
@@ -341,5 +384,242 @@ impl TestHub {
     /// The current time, for comparisons.
     pub fn now() -> chrono::DateTime<Utc> {
         Utc::now()
+    }
+}
+
+/// How a [`Browser`] request carries the `_xsrf` token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Xsrf {
+    /// Not at all.
+    Omit,
+    /// As the `_xsrf` query argument (what the admin UI and `jhapi.js` do).
+    Query,
+    /// In the `X-XSRFToken` header.
+    Header,
+    /// A well-formed token that does not match the `_xsrf` cookie.
+    Wrong,
+}
+
+/// A logged-in browser: the `jupyterhub-hub-login` cookie of a user, a session id, and the
+/// matching `_xsrf` cookie and token.
+#[derive(Debug, Clone)]
+pub struct Browser {
+    pub name: String,
+    /// The `Cookie` header sent with every request.
+    pub cookie: String,
+    /// The `_xsrf` token (also the `_xsrf` cookie's value).
+    pub xsrf: String,
+    api_base: String,
+    client: reqwest::Client,
+    wrong_xsrf: String,
+}
+
+impl TestHub {
+    /// A browser logged in as `name` (created as a non-admin if missing).
+    pub async fn browser(&self, name: &str) -> Browser {
+        use hub::identity::cookies::{self, HUB_LOGIN_COOKIE, SESSION_COOKIE, XSRF_COOKIE};
+        use hub::identity::xsrf;
+        let n = name.to_owned();
+        let cookie_id = self
+            .state
+            .db
+            .run(move |conn| {
+                let user = match users::find_by_name(conn, &n)? {
+                    Some(u) => u,
+                    None => {
+                        let cookie_id = tokens::new_session_id();
+                        users::insert(
+                            conn,
+                            &users::NewUser {
+                                name: &n,
+                                admin: false,
+                                cookie_id: &cookie_id,
+                            },
+                        )?
+                    }
+                };
+                Ok(user.cookie_id)
+            })
+            .await
+            .expect("create browser user");
+        let secret = self.state.cookie_secret.as_bytes();
+        let now = Utc::now().timestamp();
+        let login =
+            cookies::create_signed_value(secret, HUB_LOGIN_COOKIE, cookie_id.as_bytes(), now);
+        let session = tokens::new_session_id();
+        let xsrf_token =
+            xsrf::create_xsrf_token(secret, &xsrf::logged_in_xsrf_id(&session, &cookie_id), now);
+        let wrong_xsrf = xsrf::create_xsrf_token(
+            secret,
+            &xsrf::logged_in_xsrf_id(&tokens::new_session_id(), &cookie_id),
+            now,
+        );
+        let cookie = format!(
+            "{HUB_LOGIN_COOKIE}={}; {SESSION_COOKIE}={session}; {XSRF_COOKIE}={xsrf_token}",
+            cookies::quote_cookie_value(&login)
+        );
+        Browser {
+            name: name.to_owned(),
+            cookie,
+            xsrf: xsrf_token,
+            api_base: self.api_url(""),
+            client: self.client.clone(),
+            wrong_xsrf,
+        }
+    }
+}
+
+impl Browser {
+    /// Sends an API request with the browser's cookies; `sec_fetch_mode` is sent as
+    /// `Sec-Fetch-Mode` when given. Returns status and JSON body (`Null` if none).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        xsrf: Xsrf,
+        sec_fetch_mode: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut url = format!("{}{path}", self.api_base);
+        let token = match xsrf {
+            Xsrf::Wrong => Some(self.wrong_xsrf.as_str()),
+            Xsrf::Query | Xsrf::Header => Some(self.xsrf.as_str()),
+            Xsrf::Omit => None,
+        };
+        if let (Some(token), Xsrf::Query | Xsrf::Wrong) = (token, xsrf) {
+            url.push(if path.contains('?') { '&' } else { '?' });
+            url.push_str("_xsrf=");
+            url.push_str(token);
+        }
+        let mut req = self
+            .client
+            .request(method, url)
+            .header("Cookie", &self.cookie);
+        if let (Some(token), Xsrf::Header) = (token, xsrf) {
+            req = req.header("X-XSRFToken", token);
+        }
+        if let Some(mode) = sec_fetch_mode {
+            req = req.header("Sec-Fetch-Mode", mode);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// A request with the `_xsrf` query argument, as the hub's own pages send them.
+    pub async fn with_xsrf(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.send(method, path, body, Xsrf::Query, Some("cors"))
+            .await
+    }
+
+    /// A request without any `_xsrf` token (a forged cross-site request).
+    pub async fn without_xsrf(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.send(method, path, body, Xsrf::Omit, Some("cors"))
+            .await
+    }
+}
+
+/// A `chp-proxy` on free loopback ports, killed on drop. The binary is `CHP_PROXY_BIN`, else
+/// `chp-proxy` beside the test binary's `deps/` directory (`cargo build -p chp-proxy`).
+#[derive(Debug)]
+pub struct TestProxy {
+    _child: tokio::process::Child,
+    /// Public port.
+    pub port: u16,
+    /// API port.
+    pub api_port: u16,
+    /// API token.
+    pub token: String,
+}
+
+impl TestProxy {
+    fn binary() -> std::path::PathBuf {
+        if let Some(path) = std::env::var_os("CHP_PROXY_BIN") {
+            return path.into();
+        }
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe
+            .parent()
+            .and_then(std::path::Path::parent)
+            .expect("target/<profile>/deps");
+        let path = profile_dir.join("chp-proxy");
+        assert!(
+            path.is_file(),
+            "{} is missing: cargo build -p chp-proxy (or set CHP_PROXY_BIN)",
+            path.display()
+        );
+        path
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    }
+
+    /// Starts the proxy and waits for its API.
+    pub async fn start() -> Self {
+        let (port, api_port) = (Self::free_port(), Self::free_port());
+        let token = tokens::new_api_token();
+        let child = tokio::process::Command::new(Self::binary())
+            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--api-ip", "127.0.0.1", "--api-port", &api_port.to_string()])
+            .env("CONFIGPROXY_AUTH_TOKEN", &token)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chp-proxy");
+        let proxy = TestProxy {
+            _child: child,
+            port,
+            api_port,
+            token,
+        };
+        let client = proxy.client();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while client
+            .ping(std::time::Duration::from_secs(1))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chp-proxy did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        proxy
+    }
+
+    /// An API client for the proxy.
+    pub fn client(&self) -> hub::proxy::ChpClient {
+        let url = url::Url::parse(&format!("http://127.0.0.1:{}", self.api_port)).expect("url");
+        let mut config = hub::proxy::ChpClientConfig::new(url, self.token.clone());
+        config.retry_timeout = std::time::Duration::from_secs(5);
+        hub::proxy::ChpClient::new(config).expect("proxy client")
+    }
+
+    /// A control for the hub (reconciliation only on demand).
+    pub fn control(&self) -> hub::proxy::ProxyControl {
+        hub::proxy::ProxyControl::new(self.client(), std::time::Duration::from_secs(3600))
     }
 }

@@ -346,3 +346,40 @@ pub fn details(conn: &mut DbConnection, shares_in: Vec<Share>) -> QueryResult<Ve
         })
         .collect())
 }
+
+/// The scopes of one share a user receives, with the shared server's current names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedShare {
+    /// The scopes as stored.
+    pub scopes: Vec<String>,
+    /// The server owner's name.
+    pub owner_name: String,
+    /// The server's name ("" = default server).
+    pub server_name: String,
+}
+
+/// Every share a user receives, directly or through one of their groups, in one query (the
+/// scopes a user gains from shares, computed on every request).
+pub fn received_scopes(conn: &mut DbConnection, user_id: i32) -> QueryResult<Vec<ReceivedShare>> {
+    let my_groups = user_group_map::table
+        .filter(user_group_map::user_id.eq(user_id))
+        .select(user_group_map::group_id.nullable());
+    let rows: Vec<(JsonText<Vec<String>>, String, String)> = shares::table
+        .inner_join(spawners::table.inner_join(users::table))
+        .filter(
+            shares::user_id
+                .eq(user_id)
+                .or(shares::group_id.eq_any(my_groups)),
+        )
+        .order(shares::id.asc())
+        .select((shares::scopes, users::name, spawners::name))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(scopes, owner_name, server_name)| ReceivedShare {
+            scopes: scopes.0,
+            owner_name,
+            server_name,
+        })
+        .collect())
+}

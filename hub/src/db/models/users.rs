@@ -373,3 +373,11 @@ pub fn touch_last_activity(
 pub fn delete(conn: &mut DbConnection, id: i32) -> QueryResult<()> {
     expect_one(diesel::delete(users::table.find(id)).execute(conn)?)
 }
+
+/// How many users were active at or after `since`.
+pub fn count_active_since(conn: &mut DbConnection, since: NaiveDateTime) -> QueryResult<i64> {
+    users::table
+        .filter(users::last_activity.ge(since))
+        .count()
+        .get_result(conn)
+}

@@ -359,6 +359,16 @@ pub fn users_crud(conn: &mut DbConnection) {
         Some(t + Duration::seconds(5))
     );
     assert!(!users::touch_last_activity(conn, 9999, t).unwrap());
+    // Only bob has been active; the bound is inclusive.
+    assert_eq!(users::count_active_since(conn, t).unwrap(), 1);
+    assert_eq!(
+        users::count_active_since(conn, t + Duration::seconds(5)).unwrap(),
+        1
+    );
+    assert_eq!(
+        users::count_active_since(conn, t + Duration::seconds(6)).unwrap(),
+        0
+    );
 
     // Rename; collisions are unique violations.
     users::rename(conn, bob.id, "robert").unwrap();
@@ -2056,6 +2066,28 @@ pub fn shares_grant_revoke_and_list(conn: &mut DbConnection) {
             .all(|d| d.server_phase == ServerPhase::Stopped)
     );
     assert!(shares::details(conn, Vec::new()).unwrap().is_empty());
+
+    // What a recipient gains, directly or through a group, with current names.
+    let received = |conn: &mut DbConnection, user_id| {
+        shares::received_scopes(conn, user_id)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.owner_name, r.server_name, r.scopes))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        received(conn, carol.id),
+        [
+            ("alice".to_string(), String::new(), access.clone()),
+            (
+                "alice".to_string(),
+                "gpu".to_string(),
+                scopes(&["access:servers!server=alice/gpu"])
+            ),
+        ]
+    );
+    assert_eq!(received(conn, bob.id).len(), 2);
+    assert!(received(conn, alice.id).is_empty());
 
     // Partial revoke keeps the share; revoking the rest removes it.
     let left = shares::revoke(conn, default.id, ShareWith::User(bob.id), Some(&access))
