@@ -15,7 +15,8 @@ use serde_json::Value;
 
 use crate::api::extract::{Caller, db_error, require};
 use crate::api::models::{UserFacts, iso, load_user_facts};
-use crate::api::users::{JsonBody, NameParam, empty_json_ok, py_repr, py_str_repr, truthy};
+use crate::api::python::{py_repr, py_str_repr, truthy};
+use crate::api::users::{JsonBody, NameParam, empty_json_ok};
 use crate::db::models::{spawners, users};
 use crate::error::{ApiError, ApiResult};
 use crate::rbac::{Target, UserGroups};

@@ -248,3 +248,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             .map_err(|e| ApiError::bad_request(format!("Invalid JSON in body of request: {e}")))
     }
 }
+
+/// The last value of query argument `name`, whitespace-trimmed (tornado's `get_argument`).
+pub fn query_arg(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .filter(|(k, _)| k == name)
+        .last()
+        .map(|(_, v)| v.trim().to_owned())
+}

@@ -20,10 +20,9 @@ use serde_json::{Map, Value, json};
 use crate::access::Identity;
 use crate::api::extract::{Caller, db_error, require};
 use crate::api::pagination::Page;
-use crate::api::users::{
-    FieldType, JsonBody, NameParam, check_model, escalation_error, py_type, request_url, str_items,
-    truthy,
-};
+use crate::api::pagination::request_url;
+use crate::api::python::{py_type, truthy};
+use crate::api::users::{FieldType, JsonBody, NameParam, check_model, escalation_error, str_items};
 use crate::db::DbConnection;
 use crate::db::models::{PageRequest, groups, roles, users};
 use crate::error::{ApiError, ApiResult};
@@ -307,7 +306,7 @@ fn check_group_name(name: &str) -> ApiResult<()> {
     if name.is_empty() {
         return Err(ApiError::bad_request(format!(
             "Invalid group name: {}",
-            crate::api::users::py_str_repr(name)
+            crate::api::python::py_str_repr(name)
         )));
     }
     Ok(())

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod models;
 pub mod pagination;
 pub mod proxy;
+pub mod python;
 pub mod servers;
 pub mod services;
 pub mod shares;

@@ -117,6 +117,27 @@ impl Page {
     }
 }
 
+/// The URL the client asked for (the base of `next.url`), as the hub saw it.
+pub fn request_url(headers: &HeaderMap, uri: &http::Uri) -> url::Url {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let scheme = header("x-forwarded-proto")
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| matches!(*v, "http" | "https"))
+        .unwrap_or("http");
+    let host = header("host").unwrap_or("127.0.0.1");
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    url::Url::parse(&format!("{scheme}://{host}{path}"))
+        .or_else(|_| url::Url::parse(&format!("http://127.0.0.1{path}")))
+        .unwrap_or_else(|_| url::Url::parse("http://127.0.0.1/").expect("a constant URL parses"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 
 use crate::api::extract::{Caller, db_error, require};
 use crate::api::pagination::Page;
-use crate::api::users::{JsonBody, request_url};
+use crate::api::pagination::request_url;
+use crate::api::users::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::proxy::{ProxyControl, ProxyRoute};
 use crate::rbac::{NoGroups, Target};

@@ -26,7 +26,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::extract::{Caller, db_error, require};
 use crate::api::models::{server_model, server_url};
-use crate::api::users::{JsonBody, truthy};
+use crate::api::python::truthy;
+use crate::api::users::JsonBody;
 use crate::db::DbError;
 use crate::db::models::spawners::{self, NewSpawner, ServerPhase, Spawner};
 use crate::db::models::{groups, users};

@@ -20,7 +20,8 @@ use serde_json::{Map, Value};
 use crate::access::{Identity, Principal};
 use crate::api::extract::{ApiJson, Caller, db_error, require};
 use crate::api::models::{self, url_name};
-use crate::api::tokens::{py_repr, scope_error_message, truthy};
+use crate::api::python::{py_repr, truthy};
+use crate::api::tokens::scope_error_message;
 use crate::db::DbError;
 use crate::db::models::{api_tokens, oauth_clients, roles, services};
 use crate::error::{ApiError, ApiResult};
@@ -436,7 +437,7 @@ async fn create_service(
     spec.insert("name".into(), Value::String(name.clone()));
     check_spec(&spec)?;
     check_requested_scopes(&state, &caller, &spec)?;
-    if truthy(spec.get("command")) {
+    if spec.get("command").is_some_and(truthy) {
         return Err(ApiError::bad_request(format!(
             "Can not create managed service {name} at runtime"
         )));

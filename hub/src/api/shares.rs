@@ -25,10 +25,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::access::Identity;
+use crate::api::extract::query_arg;
 use crate::api::extract::{ApiJson, Caller, db_error, require};
 use crate::api::models::{iso, server_url};
-use crate::api::pagination::Page;
-use crate::api::tokens::{find_user_with_groups, py_repr, scope_error_message, truthy};
+use crate::api::pagination::{Page, request_url};
+use crate::api::python::{py_repr, truthy};
+use crate::api::tokens::{find_user_with_groups, scope_error_message};
 use crate::db::models::spawners::{self, ServerPhase, Spawner};
 use crate::db::models::{PageRequest, groups, share_codes, shares, users};
 use crate::db::{DbConnection, DbError};
@@ -211,35 +213,6 @@ fn page_request(page: &Page) -> PageRequest {
     )
 }
 
-/// The URL the client asked for (the base of `next.url`), as the hub saw it.
-fn request_url(headers: &HeaderMap, uri: &http::Uri) -> url::Url {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    let scheme = header("x-forwarded-proto")
-        .and_then(|v| v.split(',').next())
-        .map(str::trim)
-        .filter(|v| matches!(*v, "http" | "https"))
-        .unwrap_or("http");
-    let host = header("host").unwrap_or("127.0.0.1");
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    url::Url::parse(&format!("{scheme}://{host}{path}"))
-        .or_else(|_| url::Url::parse(&format!("http://127.0.0.1{path}")))
-        .unwrap_or_else(|_| url::Url::parse("http://127.0.0.1/").expect("a constant URL parses"))
-}
-
-/// The last value of a query argument, as tornado's `get_argument` returns it.
-fn query_arg(uri: &http::Uri, name: &str) -> Option<String> {
-    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .filter(|(k, _)| k == name)
-        .last()
-        .map(|(_, v)| v.trim().to_owned())
-}
-
 /// `POST`/`PATCH`/`DELETE` on `/shares/{owner}` or `/share-codes/{owner}` without a server:
 /// after the scope check, 405.
 async fn shares_owner_only(
@@ -367,7 +340,7 @@ enum Recipient {
 fn body_object(body: Option<Value>) -> ApiResult<Map<String, Value>> {
     match body {
         Some(Value::Object(map)) => Ok(map),
-        other if !truthy(other.as_ref()) => Ok(Map::new()),
+        other if !other.as_ref().is_some_and(truthy) => Ok(Map::new()),
         Some(other) => Err(ApiError::bad_request(format!(
             "Request body must be a JSON object, not {}",
             py_repr(&other)
@@ -859,8 +832,8 @@ async fn delete_codes(
 ) -> ApiResult<StatusCode> {
     let owner = OwnerInfo::load(&state, &path.owner).await?;
     owner.require(&caller, "shares", Some(&path.server))?;
-    let code = query_arg(&uri, "code").filter(|c| !c.is_empty());
-    let id = query_arg(&uri, "id").filter(|c| !c.is_empty());
+    let code = query_arg(uri.query(), "code").filter(|c| !c.is_empty());
+    let id = query_arg(uri.query(), "id").filter(|c| !c.is_empty());
     let spawner = lookup_spawner(&state, &owner, &path.server).await?;
     let spawner_id = spawner.id;
     if let Some(code) = code {

@@ -11,7 +11,8 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::api::extract::{Caller, require};
-use crate::api::users::{JsonBody, py_repr};
+use crate::api::python::py_repr;
+use crate::api::users::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::rbac::{NoGroups, Target};
 use crate::state::{AppState, ShutdownRequest};

