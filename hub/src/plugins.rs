@@ -53,11 +53,15 @@ impl Authenticator for DummyAuthenticator {
     }
 }
 
-/// One password for every user, and optionally another that also makes the user an admin.
+/// JupyterHub 5.3's shared passwords: users outside `admin_users` log in with the global
+/// password; users in `admin_users` only with the admin password (when none is set, admins
+/// cannot log in at all). Neither password works for the other group.
 #[derive(Debug)]
 pub struct SharedPasswordAuthenticator {
     user_password: Option<String>,
     admin_password: Option<String>,
+    /// Normalised names of the admin users.
+    admin_users: std::collections::BTreeSet<String>,
 }
 
 #[async_trait]
@@ -67,21 +71,20 @@ impl Authenticator for SharedPasswordAuthenticator {
     }
 
     async fn authenticate(&self, form: &LoginForm) -> Result<Option<AuthModel>, AuthError> {
-        let admin = self
-            .admin_password
-            .as_deref()
-            .is_some_and(|p| same(p, &form.password));
-        let user = self
-            .user_password
-            .as_deref()
-            .is_some_and(|p| same(p, &form.password));
-        if !admin && !user {
+        let is_admin = self
+            .admin_users
+            .contains(&self.normalize_username(&form.username));
+        let expected = if is_admin {
+            &self.admin_password
+        } else {
+            &self.user_password
+        };
+        if !expected.as_deref().is_some_and(|p| same(p, &form.password)) {
             return Ok(None);
         }
         Ok(Some(AuthModel {
             name: form.username.clone(),
-            // The admin password grants admin; the user password leaves the flag as it is.
-            admin: admin.then_some(true),
+            admin: is_admin.then_some(true),
             ..AuthModel::default()
         }))
     }
@@ -139,9 +142,11 @@ pub fn authenticator(config: &HubConfig) -> Result<Arc<dyn Authenticator>, Plugi
         AuthenticatorClass::SharedPassword => {
             let user_password = password(auth.shared_password.global_password.as_ref());
             let admin_password = password(auth.shared_password.admin_password.as_ref());
+            let admin_users = auth.admin_users.iter().map(|n| n.to_lowercase()).collect();
             Ok(Arc::new(SharedPasswordAuthenticator {
                 user_password,
                 admin_password,
+                admin_users,
             }))
         }
         AuthenticatorClass::Pam => Err(PluginError(
@@ -171,30 +176,35 @@ mod tests {
         }
     }
 
+    async fn accepts(
+        a: &SharedPasswordAuthenticator,
+        user: &str,
+        password: &str,
+    ) -> Option<AuthModel> {
+        a.authenticate(&form(user, password)).await.unwrap()
+    }
+
     #[tokio::test]
     async fn shared_passwords() {
         let a = SharedPasswordAuthenticator {
             user_password: Some("user-pass-1".into()),
             admin_password: Some("admin-pass-1".into()),
+            admin_users: ["bob".to_owned()].into(),
         };
-        let user = a
-            .authenticate(&form("ann", "user-pass-1"))
-            .await
-            .unwrap()
-            .unwrap();
+        let user = accepts(&a, "ann", "user-pass-1").await.unwrap();
         assert_eq!((user.name.as_str(), user.admin), ("ann", None));
-        let admin = a
-            .authenticate(&form("bob", "admin-pass-1"))
-            .await
-            .unwrap()
-            .unwrap();
+        let admin = accepts(&a, "Bob", "admin-pass-1").await.unwrap();
         assert_eq!(admin.admin, Some(true));
-        assert!(
-            a.authenticate(&form("eve", "user-pass-"))
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(accepts(&a, "eve", "user-pass-").await.is_none());
+        // Neither password works for the other group.
+        assert!(accepts(&a, "bob", "user-pass-1").await.is_none());
+        assert!(accepts(&a, "ann", "admin-pass-1").await.is_none());
+        // Without an admin password, admins cannot log in at all.
+        let no_admin = SharedPasswordAuthenticator {
+            admin_password: None,
+            ..a
+        };
+        assert!(accepts(&no_admin, "bob", "user-pass-1").await.is_none());
     }
 
     #[tokio::test]
