@@ -1,6 +1,9 @@
 //! Command-line flags: configurable-http-proxy 5.x's, with the same names, defaults and
 //! environment variables, validated into a [`Config`].
 
+// The flag docs below are also the --help text, where `<code>` is a placeholder, not HTML.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //!
 //! - [`error`]: JupyterHub's `{"status": N, "message": "..."}` error body.
 //! - [`chp`]: the configurable-http-proxy route API (`/api/routes`).
-//! - [`env`]: the `JUPYTERHUB_*` environment variable names a spawner passes to a server.
+//! - [`mod@env`]: the `JUPYTERHUB_*` environment variable names a spawner passes to a server.
 
 pub mod chp;
 pub mod env;

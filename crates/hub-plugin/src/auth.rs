@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// What the login page submitted: every field except `_xsrf`.
-#[derive(Debug, Clone, Default)]
+/// What the login page submitted: every field except `_xsrf`. `Debug` leaves out the password
+/// and the values of the other fields.
+#[derive(Clone, Default)]
 pub struct LoginForm {
     /// The `username` field, already trimmed.
     pub username: String,
@@ -18,6 +19,16 @@ pub struct LoginForm {
     pub password: String,
     /// Any other fields (e.g. `otp`).
     pub extra: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for LoginForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginForm")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .field("extra", &self.extra.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// A successful login.
@@ -83,6 +94,18 @@ mod tests {
         async fn authenticate(&self, _form: &LoginForm) -> Result<Option<AuthModel>, AuthError> {
             Ok(None)
         }
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let form = LoginForm {
+            username: "ann".into(),
+            password: "hunter2".into(),
+            extra: [("otp".to_owned(), "123456".to_owned())].into(),
+        };
+        let shown = format!("{form:?}");
+        assert!(shown.contains("ann") && shown.contains("otp"), "{shown}");
+        assert!(!shown.contains("hunter2") && !shown.contains("123456"), "{shown}");
     }
 
     #[test]

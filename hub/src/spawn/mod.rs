@@ -12,7 +12,7 @@
 //!   credentials revoked, `Stopped`); failures clean up the same way.
 //! - [`poller`]: the periodic poll of running servers and [`Servers::resume`] at startup.
 //! - [`routes`]: the routes the proxy should have, from the database.
-//! - [`credentials`], [`env`], [`readiness`], [`progress`], [`names`]: the pieces.
+//! - [`credentials`], [`mod@env`], [`readiness`], [`progress`], [`names`]: the pieces.
 //!
 //! Every operation on a server is registered here first ([`Servers`] lets one run at a time per
 //! server), then persisted with a compare-and-set on the phase, so neither two requests nor two
