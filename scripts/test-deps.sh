@@ -22,13 +22,16 @@ NODE_PREFIX="$JHRS_CACHE/node"
 log() { printf '[test-deps] %s\n' "$*"; }
 
 # --- Debian packages -------------------------------------------------------------------------
-# Names of Debian packages the tests need. Nothing is needed from apt for now: node and npm are
-# expected on the machine (checked below). Add names here when a test needs a system tool.
-APT_PACKAGES=()
+# Names of Debian packages the tests need (node and npm are expected on the machine, checked
+# below). Add names here when a test needs a system tool.
+#   libpam0g-dev  the libpam.so link symlink, needed to link auth-pam (and so the hub)
+APT_PACKAGES=(libpam0g-dev)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
-    if dpkg -s "$pkg" >/dev/null 2>&1; then
+    # Installed means "install ok installed": a removed package whose configuration files are
+    # left also answers `dpkg -s` successfully.
+    if dpkg -s "$pkg" 2>/dev/null | grep '^Status: install ok installed$' >/dev/null; then
         log "apt: $pkg already installed"
     else
         missing+=("$pkg")

@@ -1,21 +1,19 @@
 //! The authenticator and spawner a configuration selects.
 //!
 //! Built in here: the dummy authenticator (any name; an optional shared password, for tests
-//! and demos) and the shared-password authenticator (JupyterHub 5.3's, for workshops). The PAM
-//! authenticator (`auth-pam`) and the local spawner (`spawner-local`) are separate crates; until
-//! they are part of this build, selecting them is reported clearly instead of pretending.
+//! and demos) and the shared-password authenticator (JupyterHub 5.3's, for workshops). The
+//! local spawner is the `spawner-local` crate, set up from the `[spawner]` section. The PAM
+//! authenticator is the `auth-pam` crate, set up from `[authenticator.pam]`.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use hub_plugin::{
-    AuthError, AuthModel, Authenticator, LoginForm, PollStatus, ServerRef, SpawnContext,
-    SpawnError, Spawner, Started,
-};
-use serde_json::Value;
+use auth_pam::{PamAuthenticator, PamConfig};
+use hub_plugin::{AuthError, AuthModel, Authenticator, LoginForm, Spawner};
+use spawner_local::{LocalProcessSpawner, LocalSpawnerConfig};
 use subtle::ConstantTimeEq;
 
-use crate::config::{AuthenticatorClass, HubConfig, Secret, SpawnerClass};
+use crate::config::{AuthenticatorClass, HubConfig, Secret, SpawnerClass, SpawnerSection};
 
 /// A configuration that selects something unusable.
 #[derive(Debug, thiserror::Error)]
@@ -90,40 +88,6 @@ impl Authenticator for SharedPasswordAuthenticator {
     }
 }
 
-/// Stands in when the configured spawner is not part of this build: every start is refused
-/// with a message saying so; nothing is ever running.
-#[derive(Debug)]
-pub struct UnavailableSpawner {
-    reason: String,
-}
-
-#[async_trait]
-impl Spawner for UnavailableSpawner {
-    fn kind(&self) -> &str {
-        "unavailable"
-    }
-
-    async fn start(&self, _ctx: &SpawnContext) -> Result<Started, SpawnError> {
-        Err(SpawnError::Refused {
-            message: self.reason.clone(),
-            status: 501,
-        })
-    }
-
-    async fn poll(&self, _server: &ServerRef, _state: &Value) -> Result<PollStatus, SpawnError> {
-        Ok(PollStatus::Stopped(None))
-    }
-
-    async fn stop(
-        &self,
-        _server: &ServerRef,
-        _state: &Value,
-        _now: bool,
-    ) -> Result<(), SpawnError> {
-        Ok(())
-    }
-}
-
 // Presence and length (at least 8 characters) are checked when the configuration is loaded.
 fn password(secret: Option<&Secret>) -> Option<String> {
     secret.map(|s| s.expose().to_owned())
@@ -132,7 +96,7 @@ fn password(secret: Option<&Secret>) -> Option<String> {
 /// The authenticator `config` selects.
 ///
 /// # Errors
-/// When it is not available in this build or its settings are unusable.
+/// When its settings are unusable (e.g. a PAM service name that cannot name a policy file).
 pub fn authenticator(config: &HubConfig) -> Result<Arc<dyn Authenticator>, PluginError> {
     let auth = &config.authenticator;
     match auth.class {
@@ -149,18 +113,47 @@ pub fn authenticator(config: &HubConfig) -> Result<Arc<dyn Authenticator>, Plugi
                 admin_users,
             }))
         }
-        AuthenticatorClass::Pam => Err(PluginError(
-            "authenticator.class = \"pam\" is not available in this build yet; use \"shared-password\" or \"dummy\"".into(),
-        )),
+        AuthenticatorClass::Pam => {
+            let pam = &auth.pam;
+            let settings = PamConfig {
+                service: pam.service.clone(),
+                open_sessions: pam.open_sessions,
+                check_account: pam.check_account,
+                admin_groups: pam.admin_groups.clone(),
+                allowed_groups: pam.allowed_groups.clone(),
+                admin_users: auth.admin_users.clone(),
+                ..PamConfig::default()
+            };
+            let authenticator = PamAuthenticator::new(settings)
+                .map_err(|e| PluginError(format!("authenticator.pam: {e}")))?;
+            Ok(Arc::new(authenticator))
+        }
+    }
+}
+
+/// The local spawner's settings from the `[spawner]` section. Stop timeouts and account
+/// creation keep the spawner's defaults (10 s / 5 s / 5 s; no accounts are created).
+fn local_spawner_config(section: &SpawnerSection) -> LocalSpawnerConfig {
+    LocalSpawnerConfig {
+        cmd: section.cmd.argv().to_vec(),
+        args: section.args.clone(),
+        ip: section.ip,
+        port: section.port,
+        environment: section.environment.clone(),
+        env_keep: section.env_keep.clone(),
+        default_url: section.default_url.as_ref().map(ToString::to_string),
+        notebook_dir: section.notebook_dir.clone(),
+        start_timeout: section.start_timeout,
+        ..LocalSpawnerConfig::default()
     }
 }
 
 /// The spawner `config` selects.
 pub fn spawner(config: &HubConfig) -> Arc<dyn Spawner> {
     match config.spawner.class {
-        SpawnerClass::Local => Arc::new(UnavailableSpawner {
-            reason: "The local spawner is not available in this build yet, so servers cannot be started.".into(),
-        }),
+        SpawnerClass::Local => Arc::new(LocalProcessSpawner::new(local_spawner_config(
+            &config.spawner,
+        ))),
     }
 }
 
@@ -207,26 +200,20 @@ mod tests {
         assert!(accepts(&no_admin, "bob", "user-pass-1").await.is_none());
     }
 
-    #[tokio::test]
-    async fn unavailable_spawner_says_so() {
-        let config = HubConfig::default();
-        let s = spawner(&config);
-        let ctx = SpawnContext {
-            server: ServerRef {
-                user: "a".into(),
-                name: String::new(),
-            },
-            env: Default::default(),
-            prefix: "/user/a/".into(),
-            user_options: Value::Null,
-            progress: hub_plugin::ProgressSender::channel().0,
-        };
-        match s.start(&ctx).await {
-            Err(SpawnError::Refused {
-                status: 501,
-                message,
-            }) => assert!(message.contains("not available")),
-            other => panic!("{other:?}"),
-        }
+    #[test]
+    fn local_spawner_from_the_spawner_section() {
+        let mut config = HubConfig::default();
+        config.spawner.args = vec!["--debug".into()];
+        config.spawner.port = 9999;
+        config.spawner.notebook_dir = Some("~/work".into());
+        assert_eq!(spawner(&config).kind(), "local");
+        let local = local_spawner_config(&config.spawner);
+        assert_eq!(local.cmd, ["jupyterhub-singleuser"]);
+        assert_eq!(local.args, ["--debug"]);
+        assert_eq!(local.port, 9999);
+        assert_eq!(local.notebook_dir.as_deref(), Some("~/work"));
+        assert_eq!(local.env_keep, config.spawner.env_keep);
+        assert_eq!(local.start_timeout, config.spawner.start_timeout);
+        assert!(!local.create_system_users);
     }
 }

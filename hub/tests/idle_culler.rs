@@ -40,7 +40,7 @@ scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 services = ["culler"]
 "#;
 
-/// As [`SERVERS_CONFIG`], with `admin:users` for `--cull-users`.
+/// The culler's role with `admin:users` added, which `--cull-users` needs.
 const USERS_CONFIG: &str = r#"[[services]]
 name = "culler"
 api_token = "culler-token-0123456789abcdef"
@@ -158,11 +158,11 @@ impl Culler {
         }
     }
 
-    /// Waits until the culler has finished `n` more full cycles than now.
+    /// Waits until `n` cycles that started after this call have finished.
     async fn wait_cycles(&mut self, n: usize) {
         let start = self.cycles();
-        // A cycle is counted once its listing is done; the cycle in flight may have read the
-        // users before the caller's last check, so one more is needed.
+        // A cycle logs its listing line before it acts, and the next cycle starts only when it
+        // is done; so the line of cycle `start + n + 1` marks the end of cycle `start + n`.
         let target = start + n + 1;
         let what = format!("{} more cull cycles", n + 1);
         let log = self.log.clone();

@@ -105,7 +105,10 @@ mod tests {
         };
         let shown = format!("{form:?}");
         assert!(shown.contains("ann") && shown.contains("otp"), "{shown}");
-        assert!(!shown.contains("hunter2") && !shown.contains("123456"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("123456"),
+            "{shown}"
+        );
     }
 
     #[test]

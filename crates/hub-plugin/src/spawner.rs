@@ -154,6 +154,26 @@ pub trait Spawner: Send + Sync + std::fmt::Debug + 'static {
         Ok(options)
     }
 
+    /// Whether whoever answered the readiness check at `url` is really the server described by
+    /// `state`, and not another process that holds the same port (for example another user's
+    /// server that won a race for a port both were given). The hub calls this after the HTTP
+    /// check succeeds and before it routes anyone to the server; `false` (or an error) means
+    /// the server is not taken as up. Only the host and port of `url` matter.
+    ///
+    /// The default answers `true`: spawners whose servers cannot share a port (containers,
+    /// remote hosts) need not check.
+    ///
+    /// # Errors
+    /// When the spawner cannot find out; the hub then does not take the server as up.
+    async fn confirm_listening(
+        &self,
+        _server: &ServerRef,
+        _state: &Value,
+        _url: &str,
+    ) -> Result<bool, SpawnError> {
+        Ok(true)
+    }
+
     /// Removes everything kept for a server that is deleted for good (e.g. volumes); the
     /// default does nothing.
     async fn delete_forever(&self, _server: &ServerRef, _state: &Value) -> Result<(), SpawnError> {

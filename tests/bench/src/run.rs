@@ -339,6 +339,34 @@ fn disturbed(
     false
 }
 
+/// Watches a phase that is not repeated when disturbed (route adds and
+/// listings): other processes' CPU use during it is only noted, and only for
+/// phases of a second or more.
+#[derive(Debug)]
+struct Watch {
+    before: Snapshot,
+    started: Instant,
+}
+
+impl Watch {
+    fn start(ctx: &Ctx<'_>, target: &Proc) -> Result<Self> {
+        Ok(Self {
+            before: Snapshot::take(target, &ctx.backends)?,
+            started: Instant::now(),
+        })
+    }
+
+    fn finish(self, ctx: &Ctx<'_>, target: &Proc, figs: &mut Figures, what: &str) -> Result<()> {
+        let usage = self.before.until(&Snapshot::take(target, &ctx.backends)?);
+        let secs = self.started.elapsed().as_secs_f64();
+        // CPU times come in clock ticks (10 ms): too coarse for a short phase.
+        if secs >= 1.0 {
+            disturbed(ctx, figs, what, &usage, secs, u32::MAX);
+        }
+        Ok(())
+    }
+}
+
 /// Waits until the machine is idle between runs, for at most --wait-idle
 /// seconds. Nothing of the benchmark's runs at this point, so any CPU use is
 /// someone else's.
@@ -524,9 +552,15 @@ async fn measure_proxy(
 
     // Many routes. The target route is posted again in passing (a replace),
     // so the table ends up with exactly --routes entries.
+    wait_idle(ctx).await?;
     eprintln!("   adding {} routes", args.routes);
+    let watch = Watch::start(ctx, proxy)?;
     figs.add_10k = Some(add_routes(&mut api, 0..args.routes, &backend, &mut figs.notes).await?);
+    watch.finish(ctx, proxy, figs, "the route adds")?;
+    wait_idle(ctx).await?;
+    let watch = Watch::start(ctx, proxy)?;
     figs.list_10k = Some(list_routes(ctx, &mut api, args.routes, &mut figs.notes).await?);
+    watch.finish(ctx, proxy, figs, "the listings")?;
     check_get(&mut public, &path, &ctx.body).await?;
     let http = measure_http(ctx, proxy, &url, "many routes", figs).await?;
     figs.http_10k = Some(http);
@@ -536,7 +570,9 @@ async fn measure_proxy(
     // A huge table.
     let big = args.big_routes > args.routes && (subject == Subject::Ours || args.chp_big_routes);
     if big {
+        wait_idle(ctx).await?;
         eprintln!("   adding routes up to {}", args.big_routes);
+        let watch = Watch::start(ctx, proxy)?;
         figs.add_big = Some(
             add_routes(
                 &mut api,
@@ -546,7 +582,11 @@ async fn measure_proxy(
             )
             .await?,
         );
+        watch.finish(ctx, proxy, figs, "the route adds up to the huge table")?;
+        wait_idle(ctx).await?;
+        let watch = Watch::start(ctx, proxy)?;
         figs.list_big = Some(list_routes(ctx, &mut api, args.big_routes, &mut figs.notes).await?);
+        watch.finish(ctx, proxy, figs, "the listings of the huge table")?;
         check_get(&mut public, &path, &ctx.body).await?;
         let http = measure_http(ctx, proxy, &url, "huge table", figs).await?;
         figs.http_big = Some(http);
