@@ -140,6 +140,13 @@ async fn serve(
     );
     let (stop_loops, loops_stopped) = tokio::sync::watch::channel(false);
     let poller = crate::spawn::poller::spawn_poller(state);
+    let managed_services = match crate::services::ManagedServices::start(state).await {
+        Ok(services) => services,
+        Err(e) => {
+            poller.abort();
+            return Err(e).context("managed services");
+        }
+    };
     let sync_loop = state.proxy.as_ref().map(|proxy| {
         let desired_state = state.clone();
         let report_state = state.clone();
@@ -165,6 +172,7 @@ async fn serve(
     let served = app::serve(state.clone(), listener, shutdown).await;
     let _ = stop_loops.send(true);
     poller.abort();
+    managed_services.stop().await;
     if let Some(sync_loop) = sync_loop {
         let _ = sync_loop.await;
     }

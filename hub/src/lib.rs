@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod proxy;
 pub mod rbac;
+pub mod services;
 pub mod spawn;
 pub mod startup;
 pub mod state;

@@ -239,3 +239,53 @@ fn ensure_token(
     )?;
     Ok(())
 }
+
+/// Gives the configured service `name` a freshly generated API token (stored hashed) and
+/// returns it: managed services without a configured `api_token` get one at each startup.
+/// Tokens generated at earlier startups are removed first.
+///
+/// # Errors
+/// Database failures, or [`StartupError::Config`] when the service is not in the database.
+pub async fn generated_service_token(state: &AppState, name: &str) -> Result<String, StartupError> {
+    const NOTE: &str = "generated at startup";
+    let token = tokens::new_api_token();
+    let hashed = HashedToken::new(&token, tokens::GENERATED_ROUNDS).to_string();
+    let name = name.to_owned();
+    let secret = token.clone();
+    let found = state
+        .db
+        .transaction(move |conn| {
+            let Some(service) = services::find_by_name(conn, &name)? else {
+                return Ok(false);
+            };
+            let owner = api_tokens::TokenOwner::Service(service.id);
+            for old in api_tokens::list_for_owner(conn, owner, crate::db::now())? {
+                if old.note == NOTE {
+                    api_tokens::delete(conn, old.id)?;
+                }
+            }
+            api_tokens::insert(
+                conn,
+                &api_tokens::NewApiToken {
+                    prefix: tokens::token_prefix(&secret),
+                    hashed: &hashed,
+                    owner,
+                    spawner_id: None,
+                    client_id: oauth_clients::JUPYTERHUB_CLIENT_ID,
+                    session_id: None,
+                    note: NOTE,
+                    scopes: &["inherit".to_owned()],
+                    expires_at: None,
+                },
+            )?;
+            Ok(true)
+        })
+        .await?;
+    if found {
+        Ok(token)
+    } else {
+        Err(StartupError::Config(
+            "a managed service is missing from the database".to_owned(),
+        ))
+    }
+}

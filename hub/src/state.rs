@@ -44,6 +44,8 @@ pub struct Inner {
     pub metrics: HubMetrics,
     /// Set by `POST /hub/api/shutdown`; the serve loop and background tasks end on it.
     pub shutdown: ShutdownSignal,
+    /// Managed services' command lines and pids (for the service model).
+    pub services: crate::services::ManagedServicesHandle,
 }
 
 /// What `POST /hub/api/shutdown` asked for: `proxy` and `servers` override `cleanup_proxy` and
@@ -174,6 +176,7 @@ impl AppState {
             servers: Servers::default(),
             metrics: HubMetrics::default(),
             shutdown: ShutdownSignal::default(),
+            services: crate::services::ManagedServicesHandle::default(),
         })))
     }
 }

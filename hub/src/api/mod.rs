@@ -1,6 +1,7 @@
 //! The REST API under `/hub/api`: one module per resource, each with its `router()`.
 
 pub mod activity;
+pub mod authorizations;
 pub mod extract;
 pub mod groups;
 pub mod info;
@@ -34,4 +35,5 @@ pub fn router() -> Router<AppState> {
         .merge(servers::router())
         .merge(proxy::router())
         .merge(shutdown::router())
+        .merge(authorizations::router())
 }

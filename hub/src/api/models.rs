@@ -274,6 +274,25 @@ pub fn service_model(scopes: &ScopeSet, service: &services::Service, roles: &[St
     Value::Object(m)
 }
 
+/// [`service_model`] with the `command` and `pid` of a service the hub runs.
+pub fn managed_service_model(
+    state: &AppState,
+    scopes: &ScopeSet,
+    service: &services::Service,
+    roles: &[String],
+) -> Value {
+    let mut model = service_model(scopes, service, roles);
+    if let (Value::Object(m), Some(command)) = (&mut model, state.services.command(&service.name)) {
+        if m.contains_key("command") {
+            m.insert("command".into(), json!(command));
+        }
+        if m.contains_key("pid") {
+            m.insert("pid".into(), json!(state.services.pid(&service.name)));
+        }
+    }
+    model
+}
+
 /// `GET /user` for a service.
 ///
 /// # Errors
@@ -300,7 +319,7 @@ pub async fn whoami_service_model(
         )
         .unwrap_or_default();
     scopes.extend(&identify);
-    Ok(service_model(&scopes, service, &roles))
+    Ok(managed_service_model(state, &scopes, service, &roles))
 }
 
 #[cfg(test)]

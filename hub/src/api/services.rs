@@ -83,7 +83,7 @@ async fn list_services(State(state): State<AppState>, caller: Caller) -> ApiResu
         let roles = role_names(&service, granted.remove(&service.id));
         out.insert(
             service.name.clone(),
-            models::service_model(&caller.scopes, &service, &roles),
+            models::managed_service_model(&state, &caller.scopes, &service, &roles),
         );
     }
     Ok(Json(Value::Object(out)))
@@ -124,7 +124,8 @@ async fn get_service(
     let (service, roles) = find_service(&state, &name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("No such service: {name}")))?;
-    Ok(Json(models::service_model(
+    Ok(Json(models::managed_service_model(
+        &state,
         &caller.scopes,
         &service,
         &roles,
