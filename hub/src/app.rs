@@ -54,6 +54,11 @@ async fn record_duration(
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let resp = next.run(req).await;
+    // Any change may weaken a credential (a revoked token, a demoted user, a removed share):
+    // resolved identities are not reused across one.
+    if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        state.identities.invalidate();
+    }
     state.metrics.request_duration_seconds.observe(
         &[method.as_str(), &handler, resp.status().as_str()],
         started.elapsed(),

@@ -21,6 +21,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod identity_cache;
 pub mod metrics;
 pub mod plugins;
 pub mod proxy;

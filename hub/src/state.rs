@@ -40,6 +40,8 @@ pub struct Inner {
     pub proxy: Option<Arc<ProxyControl>>,
     /// Runtime state of users' servers.
     pub servers: Servers,
+    /// Recently resolved token identities.
+    pub identities: crate::identity_cache::IdentityCache,
     /// Prometheus metrics.
     pub metrics: HubMetrics,
     /// Set by `POST /hub/api/shutdown`; the serve loop and background tasks end on it.
@@ -175,6 +177,7 @@ impl AppState {
             proxy: proxy.map(Arc::new),
             servers: Servers::default(),
             metrics: HubMetrics::default(),
+            identities: crate::identity_cache::IdentityCache::default(),
             shutdown: ShutdownSignal::default(),
             services: crate::services::ManagedServicesHandle::default(),
         })))

@@ -78,21 +78,26 @@ impl FromRequestParts<AppState> for MaybeCaller {
             .and_then(|h| h.to_str().ok())
             .and_then(tokens::parse_authorization)
         {
+            if let Some(identity) = state.identities.get(token) {
+                return Ok(Self(Some(identity)));
+            }
+            let generation = state.identities.generation();
             let token = token.to_owned();
             let st = state.clone();
-            let identity = state
+            let resolved = state
                 .db
                 .run(move |conn| {
                     let identity = access::resolve_token(&st, conn, &token)?;
                     if let Some(identity) = &identity {
                         record_token_activity(conn, identity)?;
                     }
-                    Ok(identity)
+                    Ok(identity.map(|identity| (token, identity)))
                 })
                 .await
                 .map_err(db_error)?;
-            if identity.is_some() {
-                return Ok(Self(identity));
+            if let Some((token, identity)) = resolved {
+                state.identities.put(&token, identity.clone(), generation);
+                return Ok(Self(Some(identity)));
             }
         }
         cookie_identity(parts, state).await.map(Self)

@@ -1182,6 +1182,8 @@ pub async fn accept_code(
             Ok(Ok((target, details)))
         })
         .await??;
+    // The user holds a new share: identities resolved before it lack it.
+    state.identities.invalidate();
     let (target, details) = outcome;
     Ok(AcceptedShare {
         owner: target.owner.name,

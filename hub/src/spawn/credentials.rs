@@ -191,6 +191,8 @@ pub async fn issue(
             Ok(false)
         })
         .await?;
+    // Earlier credentials of this server were revoked.
+    state.identities.invalidate();
     if taken {
         return Err(IssueError::ClientTaken(client_id));
     }

@@ -695,6 +695,8 @@ impl Teardown {
                 }
             })
             .await;
+        // The server's token and its OAuth tokens are gone.
+        state.identities.invalidate();
         if let Err(e) = result {
             tracing::error!(server = %name, "recording the server as stopped: {e}");
         }
