@@ -1,5 +1,6 @@
-//! A short-lived cache of resolved token identities, so that a client making many requests
-//! with one token does not cost several database queries each time.
+//! A short-lived cache of resolved token identities (and of the `GET /hub/api/user` replies built
+//! for them), so that a client making many requests with one token does not cost several
+//! database queries each time.
 //!
 //! Correctness over speed: every change that can weaken a credential invalidates the whole
 //! cache at once (any mutating API request, any server stop or cleanup, which revokes server
@@ -30,11 +31,20 @@ struct Entry {
     stored: Instant,
 }
 
-/// Identities by token digest.
+/// Identities by token digest, and the `GET /hub/api/user` replies built for them.
 #[derive(Debug, Default)]
 pub struct IdentityCache {
     generation: AtomicU64,
     entries: Mutex<HashMap<[u8; 32], Entry>>,
+    /// `GET /user` replies by (token digest, `include_stopped_servers`).
+    replies: Mutex<HashMap<([u8; 32], bool), Reply>>,
+}
+
+#[derive(Debug)]
+struct Reply {
+    body: serde_json::Value,
+    generation: u64,
+    stored: Instant,
 }
 
 fn key(token: &str) -> [u8; 32] {
@@ -83,6 +93,46 @@ impl IdentityCache {
         );
     }
 
+    /// The `GET /user` reply built for `token` a moment ago, if still valid.
+    pub fn reply(&self, token: &str, include_stopped: bool) -> Option<serde_json::Value> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let replies = self
+            .replies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let reply = replies.get(&(key(token), include_stopped))?;
+        (reply.generation == generation && reply.stored.elapsed() < TTL).then(|| reply.body.clone())
+    }
+
+    /// Remembers the `GET /user` reply for `token`, unless the cache was invalidated since
+    /// `generation` was taken.
+    pub fn put_reply(
+        &self,
+        token: &str,
+        include_stopped: bool,
+        body: serde_json::Value,
+        generation: u64,
+    ) {
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        let mut replies = self
+            .replies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if replies.len() >= MAX_ENTRIES {
+            replies.clear();
+        }
+        replies.insert(
+            (key(token), include_stopped),
+            Reply {
+                body,
+                generation,
+                stored: Instant::now(),
+            },
+        );
+    }
+
     /// The current generation, to pass to [`IdentityCache::put`].
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -92,6 +142,10 @@ impl IdentityCache {
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        self.replies
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();

@@ -68,14 +68,29 @@ struct WhoamiQuery {
 /// invalid credential gets 403 with `"message": null`: the Python clients depend on it.
 async fn whoami(
     State(state): State<AppState>,
+    headers: http::HeaderMap,
     MaybeCaller(caller): MaybeCaller,
     Query(q): Query<WhoamiQuery>,
 ) -> ApiResult<Json<Value>> {
     let Some(caller) = caller else {
         return Err(ApiError::bare(StatusCode::FORBIDDEN));
     };
-    let scopes = caller.scopes.to_strings();
     let include_stopped = models::flag(q.include_stopped_servers.as_deref());
+    // Token callers (single-user servers and services ask this on every request they check)
+    // get the reply built a moment ago, invalidated like the identity itself.
+    let token = (caller.via == Via::Token)
+        .then(|| {
+            headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|h| h.to_str().ok())
+                .and_then(crate::identity::tokens::parse_authorization)
+        })
+        .flatten();
+    if let Some(reply) = token.and_then(|t| state.identities.reply(t, include_stopped)) {
+        return Ok(Json(reply));
+    }
+    let generation = state.identities.generation();
+    let scopes = caller.scopes.to_strings();
     let mut model = match &caller.principal {
         Principal::User(user) => {
             models::whoami_user_model(&state, &caller, user, include_stopped).await?
@@ -96,6 +111,11 @@ async fn whoami(
             "session_id".into(),
             json!(caller.token.as_ref().and_then(|t| t.session_id.clone())),
         );
+    }
+    if let Some(token) = token {
+        state
+            .identities
+            .put_reply(token, include_stopped, model.clone(), generation);
     }
     Ok(Json(model))
 }
