@@ -286,6 +286,27 @@ struct DetailsPage {
     total: i64,
 }
 
+/// The common start of listings over all of an owner's servers: the owner exists and the caller
+/// may read their shares; the owner, the page asked for, the owner's id and the database page
+/// request.
+async fn owner_listing(
+    state: &AppState,
+    caller: &Caller,
+    owner: &str,
+    headers: &HeaderMap,
+    uri: &http::Uri,
+) -> ApiResult<(OwnerInfo, Page, i32, PageRequest)> {
+    let owner = OwnerInfo::load(state, owner).await?;
+    owner.require(caller, "read:shares", None)?;
+    let page = share_page(state, headers, uri)?;
+    let user = owner
+        .user
+        .as_ref()
+        .ok_or_else(|| ApiError::bare(StatusCode::NOT_FOUND))?;
+    let (owner_id, request) = (user.id, page_request(&page));
+    Ok((owner, page, owner_id, request))
+}
+
 /// The envelope of a page of shares.
 fn share_page_reply(
     state: &AppState,
@@ -467,14 +488,8 @@ async fn list_owner_shares(
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult<Json<Value>> {
-    let owner = OwnerInfo::load(&state, &path.owner).await?;
-    owner.require(&caller, "read:shares", None)?;
-    let page = share_page(&state, &headers, &uri)?;
-    let user = owner
-        .user
-        .as_ref()
-        .ok_or_else(|| ApiError::bare(StatusCode::NOT_FOUND))?;
-    let (owner_id, request) = (user.id, page_request(&page));
+    let (_, page, owner_id, request) =
+        owner_listing(&state, &caller, &path.owner, &headers, &uri).await?;
     let found = load_share_page(&state, move |conn| {
         shares::list_for_owner(conn, owner_id, request)
     })
@@ -649,14 +664,8 @@ async fn list_owner_codes(
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
 ) -> ApiResult<Json<Value>> {
-    let owner = OwnerInfo::load(&state, &path.owner).await?;
-    owner.require(&caller, "read:shares", None)?;
-    let page = share_page(&state, &headers, &uri)?;
-    let user = owner
-        .user
-        .as_ref()
-        .ok_or_else(|| ApiError::bare(StatusCode::NOT_FOUND))?;
-    let (owner_id, request) = (user.id, page_request(&page));
+    let (owner, page, owner_id, request) =
+        owner_listing(&state, &caller, &path.owner, &headers, &uri).await?;
     let (codes, servers) = state
         .db
         .run(move |conn| {
