@@ -3,6 +3,8 @@
 #
 #   scripts/postgres-test-server.sh start    ensure binaries, cluster and database; start; print the URL
 #   scripts/postgres-test-server.sh stop     stop the server (data is kept for the next start)
+#   scripts/postgres-test-server.sh reset    stop the server and delete its cluster (every test
+#                                            database with it), so the next start begins empty
 #   scripts/postgres-test-server.sh url      print the URL without starting anything
 #   scripts/postgres-test-server.sh status   exit 0 if the server is running
 #
@@ -154,12 +156,18 @@ stop() {
     fi
 }
 
+reset() {
+    stop
+    log "removing the cluster in $PG_ROOT"
+    rm -rf "$PGDATA" "$PG_ROOT/postgres.log"
+}
+
 main() {
     local cmd="${1:-}"
     PG_ROOT="$(pg_dir)"
     PGDATA="$PG_ROOT/data"
     case "$cmd" in
-        start | stop)
+        start | stop | reset)
             mkdir -p "$(dirname "$PG_ROOT")"
             exec 9>"$PG_ROOT.lock"
             flock -w 300 9 || die "timed out waiting for another run of this script"
@@ -171,7 +179,7 @@ main() {
             is_running
             ;;
         *)
-            printf 'usage: %s start|stop|url|status\n' "$0" >&2
+            printf 'usage: %s start|stop|reset|url|status\n' "$0" >&2
             exit 2
             ;;
     esac
