@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .nest(&api_path, api)
         .merge(api::info::hub_routes(&prefix))
         .merge(api::metrics::hub_routes(&prefix))
+        .merge(crate::web::router(&prefix))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_duration,

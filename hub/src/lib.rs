@@ -22,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod identity_cache;
+pub mod login;
 pub mod metrics;
 pub mod plugins;
 pub mod proxy;
@@ -30,5 +31,6 @@ pub mod services;
 pub mod spawn;
 pub mod startup;
 pub mod state;
+pub mod web;
 
 pub use crate::http::VERSION;

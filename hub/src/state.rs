@@ -48,6 +48,8 @@ pub struct Inner {
     pub shutdown: ShutdownSignal,
     /// Managed services' command lines and pids (for the service model).
     pub services: crate::services::ManagedServicesHandle,
+    /// Page templates.
+    pub templates: crate::web::Templates,
 }
 
 /// What `POST /hub/api/shutdown` asked for: `proxy` and `servers` override `cleanup_proxy` and
@@ -166,6 +168,7 @@ impl AppState {
         proxy: Option<ProxyControl>,
     ) -> Result<Self, StateError> {
         let (registry, roles) = roles_from_config(&config)?;
+        let templates = crate::web::Templates::new(&config);
         Ok(Self(Arc::new(Inner {
             config,
             db,
@@ -180,6 +183,7 @@ impl AppState {
             identities: crate::identity_cache::IdentityCache::default(),
             shutdown: ShutdownSignal::default(),
             services: crate::services::ManagedServicesHandle::default(),
+            templates,
         })))
     }
 }
