@@ -131,8 +131,7 @@ pub fn authenticator(config: &HubConfig) -> Result<Arc<dyn Authenticator>, Plugi
     }
 }
 
-/// The local spawner's settings from the `[spawner]` section. Stop timeouts and account
-/// creation keep the spawner's defaults (10 s / 5 s / 5 s; no accounts are created).
+/// The local spawner's settings from the `[spawner]` section.
 fn local_spawner_config(section: &SpawnerSection) -> LocalSpawnerConfig {
     LocalSpawnerConfig {
         cmd: section.cmd.argv().to_vec(),
@@ -144,7 +143,11 @@ fn local_spawner_config(section: &SpawnerSection) -> LocalSpawnerConfig {
         default_url: section.default_url.as_ref().map(ToString::to_string),
         notebook_dir: section.notebook_dir.clone(),
         start_timeout: section.start_timeout,
-        ..LocalSpawnerConfig::default()
+        create_system_users: section.create_system_users,
+        log_dir: section.log_dir.clone(),
+        interrupt_timeout: section.interrupt_timeout,
+        term_timeout: section.term_timeout,
+        kill_timeout: section.kill_timeout,
     }
 }
 
@@ -215,5 +218,28 @@ mod tests {
         assert_eq!(local.env_keep, config.spawner.env_keep);
         assert_eq!(local.start_timeout, config.spawner.start_timeout);
         assert!(!local.create_system_users);
+        assert_eq!(local.log_dir, None);
+        assert_eq!(
+            (
+                local.interrupt_timeout,
+                local.term_timeout,
+                local.kill_timeout
+            ),
+            (
+                std::time::Duration::from_secs(10),
+                std::time::Duration::from_secs(5),
+                std::time::Duration::from_secs(5)
+            )
+        );
+        config.spawner.create_system_users = true;
+        config.spawner.log_dir = Some("/var/log/jupyterhub".into());
+        config.spawner.term_timeout = std::time::Duration::from_millis(1500);
+        let local = local_spawner_config(&config.spawner);
+        assert!(local.create_system_users);
+        assert_eq!(
+            local.log_dir.as_deref(),
+            Some(std::path::Path::new("/var/log/jupyterhub"))
+        );
+        assert_eq!(local.term_timeout, std::time::Duration::from_millis(1500));
     }
 }

@@ -45,6 +45,7 @@ pub(crate) const LEAF_EXAMPLES: &[(&str, &str)] = &[
     ),
     ("spawner.default_url", "\"/lab\""),
     ("spawner.notebook_dir", "\"~/notebooks\""),
+    ("spawner.log_dir", "\"/var/log/jupyterhub/servers\""),
     (
         "spawner.server_token_scopes",
         "[\"users:activity!user\", \"access:servers!server\"]",

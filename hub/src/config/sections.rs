@@ -407,6 +407,20 @@ config_section! {
         pub oauth_client_allowed_scopes: Vec<String> = Vec::new(),
         /// Scopes of the API token each server gets. Default: the `server` role's scopes.
         pub server_token_scopes: Option<Vec<String>> = None,
+        /// `local` spawner, hub running as root: create a missing system account (with
+        /// `useradd -m`) the first time its user starts a server. Off: a user without a system
+        /// account cannot start a server.
+        pub create_system_users: bool = false,
+        /// `local` spawner: directory for one log file per server
+        /// (`<user>[-<server>].log`, owned by the user). Unset: servers' output goes to the
+        /// hub's own log, which ties the servers to the hub's output streams.
+        pub log_dir: Option<PathBuf> = None,
+        /// `local` spawner: seconds a stop waits after SIGINT before sending SIGTERM.
+        pub interrupt_timeout: Duration = Duration::from_secs(10),
+        /// `local` spawner: seconds a stop waits after SIGTERM before sending SIGKILL.
+        pub term_timeout: Duration = Duration::from_secs(5),
+        /// `local` spawner: seconds a stop waits after SIGKILL before reporting failure.
+        pub kill_timeout: Duration = Duration::from_secs(5),
     }
 }
 
