@@ -288,40 +288,16 @@ async fn authenticate_body(state: &AppState, auth: Option<&Value>) -> ApiResult<
             }
         }
     }
-    let model = match state.authenticator.authenticate(&form).await {
-        Ok(Some(model)) => model,
-        Ok(None) => return Err(refused()),
-        Err(e) => {
-            tracing::warn!("token request: authentication failed: {e}");
-            return Err(refused());
-        }
-    };
-    let authenticator = &state.authenticator;
-    let name = authenticator.normalize_username(&model.name);
-    if !authenticator.validate_username(&name) {
+    let Ok(accepted) = crate::login::authenticate(state, &form).await else {
         return Err(refused());
-    }
-    let settings = &state.config.authenticator;
-    let listed = |set: &std::collections::BTreeSet<String>| {
-        set.iter()
-            .any(|n| authenticator.normalize_username(n) == name)
     };
-    if listed(&settings.blocked_users) {
-        return Err(refused());
-    }
-    let allowed_by_config =
-        settings.allows_all() || listed(&settings.allowed_users) || listed(&settings.admin_users);
     let st = state.clone();
-    let allow_existing = settings.allows_existing_users();
     let identity = state
         .db
         .run(move |conn| {
-            let Some(user) = users::find_by_name(conn, &name)? else {
+            let Some(user) = users::find_by_name(conn, &accepted.name)? else {
                 return Ok(None);
             };
-            if !(allowed_by_config || allow_existing) {
-                return Ok(None);
-            }
             let (scopes, groups) = access::user_scopes(&st, conn, &user)?;
             Ok(Some(Identity {
                 principal: Principal::User(user),
