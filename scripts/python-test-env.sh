@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
-# Creates (once) the Python virtual environment that compatibility tests and benchmarks run real
+# Creates (once) the Python virtual environments that compatibility tests and benchmarks run real
 # JupyterHub tools from, and installs the pinned packages that are missing. Prints the venv's
 # path on stdout (the only thing printed there); progress goes to stderr.
 #
 # Usage: scripts/python-test-env.sh [SET...]
 #   SET   package sets to install, any of:
-#           test   what the Rust tests run (default): jupyterhub-idle-culler
-#           bench  the reference hub for scripts/bench-hub.sh: jupyterhub 6.1.1
+#           test        what the Rust tests run (default): jupyterhub-idle-culler
+#           bench       the reference hub for scripts/bench-hub.sh: jupyterhub 6.1.1
+#           singleuser  the real single-user server for the end-to-end tests
+#                       (tests/tests/e2e_singleuser.rs): jupyterhub 6.1.1 and jupyter-server.
+#                       It has a venv of its own that every account can run, because the
+#                       servers of those tests run as other system users; ask for it alone.
 #
 # Idempotent and non-interactive (CI=true, no stdin): when every pinned package is already
-# installed at its pinned version, nothing is fetched.
+# installed at its pinned version, nothing is fetched. Concurrent runs wait for each other.
 #
 # Environment:
-#   JHRS_CACHE    cache root (default: $HOME/.cache/jupyterhub-rs); the venv is $JHRS_CACHE/venv
-#   JHRS_PYTHON   the Python 3.11 interpreter to build the venv from (default: python3.11, then
-#                 python3 if it is 3.11)
+#   JHRS_CACHE              cache root (default: $HOME/.cache/jupyterhub-rs); the venv of the
+#                           test and bench sets is $JHRS_CACHE/venv
+#   JHRS_PYTHON             the Python 3.11 interpreter to build that venv from (default:
+#                           python3.11, then python3 if it is 3.11)
+#   JHRS_SINGLEUSER_VENV    the venv of the singleuser set (default:
+#                           /var/tmp/jupyterhub-rs/venv-singleuser). Every directory above it
+#                           must be searchable by every account.
+#   JHRS_SINGLEUSER_PYTHON  the Python 3.11 interpreter to build it from (default:
+#                           /usr/bin/python3.11, then /usr/bin/python3 if it is 3.11): it must be
+#                           runnable by every account, so not one under /root (pyenv)
 set -euo pipefail
 
 JHRS_CACHE="${JHRS_CACHE:-${HOME:-/root}/.cache/jupyterhub-rs}"
-VENV="$JHRS_CACHE/venv"
 
 # Pinned requirements per set. Versions are exact: the tests assert on these tools' behaviour.
 TEST_REQUIREMENTS=(
@@ -27,6 +37,10 @@ TEST_REQUIREMENTS=(
 BENCH_REQUIREMENTS=(
     "jupyterhub==6.1.1"
 )
+SINGLEUSER_REQUIREMENTS=(
+    "jupyterhub==6.1.1"
+    "jupyter-server==2.21.1"
+)
 
 log() { printf '[python-test-env] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -34,39 +48,69 @@ die() { log "error: $*"; exit 1; }
 sets=("$@")
 ((${#sets[@]} > 0)) || sets=(test)
 requirements=()
+shared=0
+singleuser=0
 for set in "${sets[@]}"; do
     case "$set" in
-        test) requirements+=("${TEST_REQUIREMENTS[@]}") ;;
-        bench) requirements+=("${BENCH_REQUIREMENTS[@]}") ;;
+        test) requirements+=("${TEST_REQUIREMENTS[@]}"); shared=1 ;;
+        bench) requirements+=("${BENCH_REQUIREMENTS[@]}"); shared=1 ;;
+        singleuser) requirements+=("${SINGLEUSER_REQUIREMENTS[@]}"); singleuser=1 ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2; exit 0 ;;
-        *) die "unknown package set '$set' (expected: test, bench)" ;;
+        *) die "unknown package set '$set' (expected: test, bench, singleuser)" ;;
     esac
 done
+((shared + singleuser < 2)) || die "the singleuser set has a venv of its own: ask for it alone"
 
-is_py311() { "$1" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null; }
+is_py311() { "$1" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null </dev/null; }
+
+if ((singleuser)); then
+    VENV="${JHRS_SINGLEUSER_VENV:-/var/tmp/jupyterhub-rs/venv-singleuser}"
+    python_candidates=("${JHRS_SINGLEUSER_PYTHON:-}" /usr/bin/python3.11 /usr/bin/python3)
+    # Everything in this venv is readable and runnable by every account.
+    umask 022
+else
+    VENV="$JHRS_CACHE/venv"
+    python_candidates=("${JHRS_PYTHON:-}" python3.11 python3)
+fi
+[[ "$VENV" == /* ]] || die "the venv path must be absolute: $VENV"
+parent="$(dirname "$VENV")"
+mkdir -p "$parent"
+
+# A directory that another account could write to must not hold what root will run later.
+if ((singleuser)); then
+    owner="$(stat -c %u "$parent")"
+    mode="$(stat -c %a "$parent")"
+    [[ "$owner" == "$(id -u)" ]] || die "$parent belongs to uid $owner, not to $(id -u): remove it or set JHRS_SINGLEUSER_VENV"
+    (( (8#$mode & 8#022) == 0 )) || die "$parent is writable by others (mode $mode): remove it or set JHRS_SINGLEUSER_VENV"
+fi
+
+# One run at a time per venv: the tests may call this script from several processes at once.
+exec 9>"$VENV.lock"
+flock 9
 
 # --- the venv --------------------------------------------------------------------------------
 if [[ -x "$VENV/bin/python" ]] && is_py311 "$VENV/bin/python" &&
     "$VENV/bin/python" -m pip --version >/dev/null 2>&1 </dev/null; then
     log "venv: $VENV exists ($("$VENV/bin/python" --version 2>&1))"
 else
-    python="${JHRS_PYTHON:-}"
-    if [[ -z "$python" ]]; then
-        for candidate in python3.11 python3; do
-            if command -v "$candidate" >/dev/null 2>&1 && is_py311 "$candidate"; then
-                python="$candidate"
-                break
-            fi
-        done
-    fi
-    [[ -n "$python" ]] || die "no Python 3.11 interpreter found (tried python3.11, python3; set JHRS_PYTHON)"
-    is_py311 "$python" || die "$python is not Python 3.11"
+    python=""
+    for candidate in "${python_candidates[@]}"; do
+        [[ -n "$candidate" ]] || continue
+        if command -v "$candidate" >/dev/null 2>&1 && is_py311 "$candidate"; then
+            python="$candidate"
+            break
+        fi
+        # An explicit choice that does not work is an error, not a reason to pick another.
+        if [[ "$candidate" == "${python_candidates[0]}" ]]; then
+            die "$candidate is not a Python 3.11 interpreter"
+        fi
+    done
+    [[ -n "$python" ]] || die "no Python 3.11 interpreter found (tried ${python_candidates[*]})"
     if [[ -e "$VENV" ]]; then
         log "venv: $VENV is broken or not Python 3.11, recreating it"
         rm -rf "$VENV"
     fi
-    log "venv: creating $VENV with $("$python" --version 2>&1)"
-    mkdir -p "$JHRS_CACHE"
+    log "venv: creating $VENV with $("$python" --version 2>&1) ($(command -v "$python"))"
     # An interrupted run must not leave a venv that later runs would take as complete.
     trap 'rm -rf "$VENV"' EXIT
     "$python" -m venv "$VENV" </dev/null >&2 || die "python -m venv failed"
@@ -78,7 +122,7 @@ fi
 # Which of the pinned requirements are missing or at another version.
 missing=()
 if ((${#requirements[@]} > 0)); then
-    mapfile -t missing < <("$VENV/bin/python" - "${requirements[@]}" <<'EOF'
+    mapfile -t missing < <("$VENV/bin/python" - "${requirements[@]}" <<'PY'
 import sys
 from importlib import metadata
 for req in sys.argv[1:]:
@@ -89,7 +133,7 @@ for req in sys.argv[1:]:
     except metadata.PackageNotFoundError:
         pass
     print(req)
-EOF
+PY
 )
 fi
 if ((${#missing[@]} > 0)); then
@@ -97,16 +141,27 @@ if ((${#missing[@]} > 0)); then
     CI=true PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
         "$VENV/bin/python" -m pip install --quiet --no-input "${missing[@]}" </dev/null >&2 ||
         die "pip install ${missing[*]} failed"
-    still="$("$VENV/bin/python" - "${missing[@]}" <<'EOF'
+    still="$("$VENV/bin/python" - "${missing[@]}" <<'PY'
 import sys
 from importlib import metadata
 print(" ".join(r for r in sys.argv[1:]
                if metadata.version(r.partition("==")[0]) != r.partition("==")[2]))
-EOF
+PY
 )"
     [[ -z "$still" ]] || die "after pip install, still not at the pinned version: $still"
 else
     log "pip: ${requirements[*]} already installed"
+fi
+
+# --- usable by every account -----------------------------------------------------------------
+if ((singleuser)); then
+    [[ -x "$VENV/bin/jupyterhub-singleuser" ]] || die "$VENV/bin/jupyterhub-singleuser is missing"
+    if [[ "$(id -u)" == 0 ]] && command -v runuser >/dev/null 2>&1; then
+        # The servers run as other accounts: check that one of them can start Python here.
+        runuser -u nobody -- "$VENV/bin/python" -c 'import jupyterhub.singleuser, jupyter_server' \
+            </dev/null >&2 ||
+            die "the account 'nobody' cannot import jupyterhub.singleuser from $VENV (is a directory above it, or its interpreter, private?)"
+    fi
 fi
 
 echo "$VENV"

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the workspace tests need beyond the Rust toolchain:
-#   - the reference configurable-http-proxy (npm), used by tests/tests/chp_differential.rs.
+#   - the reference configurable-http-proxy (npm), used by tests/tests/chp_differential.rs;
+#   - the real jupyterhub-singleuser (PyPI, in a venv every account can run), used by
+#     tests/tests/e2e_singleuser.rs: see scripts/python-test-env.sh (set `singleuser`).
 #
 # Idempotent and non-interactive (CI=true, no stdin): safe to run before every test run.
 # Runs as root on Debian 12; installs only what is missing.
 #
 # Environment:
 #   JHRS_CACHE   cache root (default: $HOME/.cache/jupyterhub-rs); CHP goes to $JHRS_CACHE/node
+#   JHRS_SINGLEUSER_VENV, JHRS_SINGLEUSER_PYTHON   see scripts/python-test-env.sh
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -24,8 +27,10 @@ log() { printf '[test-deps] %s\n' "$*"; }
 # --- Debian packages -------------------------------------------------------------------------
 # Names of Debian packages the tests need (node and npm are expected on the machine, checked
 # below). Add names here when a test needs a system tool.
-#   libpam0g-dev  the libpam.so link symlink, needed to link auth-pam (and so the hub)
-APT_PACKAGES=(libpam0g-dev)
+#   libpam0g-dev     the libpam.so link symlink, needed to link auth-pam (and so the hub)
+#   python3.11-venv  the system Python 3.11 with venv and ensurepip, for the single-user venv
+#                    (a system interpreter, so that the test users' servers can run it)
+APT_PACKAGES=(libpam0g-dev python3.11-venv)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -84,3 +89,7 @@ else
     fi
 fi
 log "configurable-http-proxy: $chp_bin ($("$chp_bin" --version </dev/null))"
+
+# --- jupyterhub-singleuser -------------------------------------------------------------------
+singleuser_venv="$("$(dirname "$0")/python-test-env.sh" singleuser)"
+log "jupyterhub-singleuser: $singleuser_venv/bin/jupyterhub-singleuser ($("$singleuser_venv/bin/jupyterhub-singleuser" --version </dev/null 2>/dev/null))"

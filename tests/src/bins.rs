@@ -23,12 +23,26 @@ pub fn workspace_root() -> PathBuf {
 /// # Panics
 /// If none of these exists, with a message saying to build it first.
 pub fn chp_proxy() -> PathBuf {
+    built("chp-proxy", "CHP_PROXY_BIN")
+}
+
+/// The `hub` binary: `$HUB_BIN`, else `$CARGO_TARGET_DIR/debug/hub`, else
+/// `<workspace>/target/debug/hub`.
+///
+/// # Panics
+/// If none of these exists, with a message saying to build it first.
+pub fn hub() -> PathBuf {
+    built("hub", "HUB_BIN")
+}
+
+/// The debug build of workspace binary `name`, or the file `$<env_var>` names.
+fn built(name: &str, env_var: &str) -> PathBuf {
     let mut tried = Vec::new();
-    if let Some(explicit) = env_path("CHP_PROXY_BIN") {
+    if let Some(explicit) = env_path(env_var) {
         let path = PathBuf::from(explicit);
         assert!(
             path.is_file(),
-            "CHP_PROXY_BIN={} does not exist; unset it or run `cargo build -p chp-proxy`",
+            "{env_var}={} does not exist; unset it or run `cargo build -p {name}`",
             path.display()
         );
         return path;
@@ -38,23 +52,20 @@ pub fn chp_proxy() -> PathBuf {
         if target.is_relative() {
             target = workspace_root().join(target);
         }
-        let path = target.join("debug").join("chp-proxy");
+        let path = target.join("debug").join(name);
         if path.is_file() {
             return path;
         }
         tried.push(path);
     }
-    let path = workspace_root()
-        .join("target")
-        .join("debug")
-        .join("chp-proxy");
+    let path = workspace_root().join("target").join("debug").join(name);
     if path.is_file() {
         return path;
     }
     tried.push(path);
     panic!(
-        "the chp-proxy binary was not found (looked at {}); run `cargo build -p chp-proxy` first, \
-         or point CHP_PROXY_BIN at it",
+        "the {name} binary was not found (looked at {}); run `cargo build -p {name}` first, \
+         or point {env_var} at it",
         tried
             .iter()
             .map(|p| p.display().to_string())
@@ -102,4 +113,42 @@ pub fn chp_real() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The venv with the real `jupyterhub-singleuser` (JupyterHub 6.1.1 and jupyter-server) that
+/// `scripts/python-test-env.sh singleuser` creates, every account may run, and this function
+/// creates or completes when needed (fast when all is in place). Its path is printed by the
+/// script: `$JHRS_SINGLEUSER_VENV`, else `/var/tmp/jupyterhub-rs/venv-singleuser`.
+///
+/// # Panics
+/// When the script fails: a test that needs the real server must fail, never pass silently,
+/// when it cannot be had.
+pub fn singleuser_venv() -> PathBuf {
+    static VENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| {
+        let script = workspace_root().join("scripts").join("python-test-env.sh");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .arg("singleuser")
+            .env("CI", "true")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "`{} singleuser` could not provide the venv with jupyterhub-singleuser ({}):\n{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let venv = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        assert!(
+            venv.join("bin").join("jupyterhub-singleuser").is_file(),
+            "{} printed {}, which has no bin/jupyterhub-singleuser",
+            script.display(),
+            venv.display()
+        );
+        venv
+    })
+    .clone()
 }

@@ -1,7 +1,7 @@
 //! Support for tests that start the real binaries and talk to them over the network.
 //!
-//! - [`bins`]: where the binaries under test live (`chp-proxy`, and the reference
-//!   configurable-http-proxy for differential tests).
+//! - [`bins`]: where the binaries under test live (`chp-proxy`, `hub`, the reference
+//!   configurable-http-proxy for differential tests, the venv with `jupyterhub-singleuser`).
 //! - [`proxy`]: start a proxy process on free loopback ports, wait until it answers, talk to its
 //!   REST API, and kill it when the handle is dropped.
 //! - [`upstream`]: in-process upstream servers (HTTP/websocket echo, error pages) over TCP, TLS
@@ -11,9 +11,18 @@
 //! - [`ws`]: websocket client helpers.
 //! - [`tls`]: throw-away certificate authorities and rustls configurations.
 //! - [`metrics`]: a small Prometheus text-format reader.
+//! - [`hubproc`]: the real `hub` binary with its managed proxy and single-user servers from
+//!   the real `jupyterhub-singleuser`: start, stop with SIGTERM, restart, clean up everything.
+//! - [`browser`]: a cookie-keeping client that follows redirects one hop at a time.
+//! - [`accounts`]: throwaway system users and PAM service files (as root).
+//! - [`procs`]: what `/proc` says about a process (uid, environment, sockets).
 
+pub mod accounts;
 pub mod bins;
+pub mod browser;
+pub mod hubproc;
 pub mod metrics;
+pub mod procs;
 pub mod proxy;
 pub mod raw;
 pub mod tls;

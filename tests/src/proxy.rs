@@ -99,7 +99,7 @@ impl Endpoint {
 
 /// Whether process `pid` holds a socket listening on TCP `port`, from `/proc`; `None` when
 /// `/proc` cannot tell (then the caller trusts a successful connect).
-fn owns_listener(pid: u32, port: u16) -> Option<bool> {
+pub(crate) fn owns_listener(pid: u32, port: u16) -> Option<bool> {
     let mut inodes = std::collections::HashSet::new();
     let mut readable = false;
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {

@@ -1,0 +1,582 @@
+//! The real `hub` binary as a child process: a configuration in a private working directory,
+//! free loopback ports for the public proxy, the hub and the proxy's API, the managed
+//! `chp-proxy`, single-user servers from the real `jupyterhub-singleuser`; start, wait until
+//! it serves, stop with SIGTERM, restart on the same files.
+//!
+//! Everything the hub starts carries a marker in its environment (`JHRS_E2E_RUN`), so that
+//! dropping a [`Hub`] stops all of it, single-user servers included, even when the hub could
+//! not clean up itself (it is sent SIGTERM, then its process group is killed, then every
+//! process with the marker).
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use reqwest::{Method, StatusCode};
+use serde_json::{Map, Value};
+
+use crate::accounts::{SystemUser, random_suffix};
+use crate::procs;
+
+/// The environment variable that marks every process of one [`Hub`].
+pub const MARKER_VAR: &str = "JHRS_E2E_RUN";
+
+/// Polls until a deadline: `tick` sleeps a little, or fails once the time is up.
+#[derive(Debug)]
+pub struct Deadline {
+    what: String,
+    start: Instant,
+    end: Instant,
+}
+
+impl Deadline {
+    /// A deadline `within` from now, for `what` (named in the timeout error).
+    pub fn new(what: impl Into<String>, within: Duration) -> Self {
+        let start = Instant::now();
+        Self {
+            what: what.into(),
+            start,
+            end: start + within,
+        }
+    }
+
+    /// Waits a moment before the next check.
+    ///
+    /// # Errors
+    /// When the deadline has passed.
+    pub async fn tick(&self) -> anyhow::Result<()> {
+        if Instant::now() >= self.end {
+            bail!(
+                "timed out after {:?} waiting for {}",
+                self.end - self.start,
+                self.what
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    }
+}
+
+/// A running (or stopped) hub process with its files.
+#[derive(Debug)]
+pub struct Hub {
+    /// Working directory: configuration, database, cookie secret, proxy pid file, log.
+    run_dir: tempfile::TempDir,
+    /// Parent of the users' notebook directories (`<dir>/<user>`), searchable by everyone.
+    notebooks: tempfile::TempDir,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+    /// Set by [`Hub::done`]; until then, dropping the hub prints its log (the test failed).
+    done: bool,
+    /// The public port (the proxy).
+    pub public_port: u16,
+    /// The hub's own port.
+    pub hub_port: u16,
+    /// The proxy's REST API port.
+    pub proxy_api_port: u16,
+    /// An API token of the admin user `admin`.
+    pub admin_token: String,
+    proxy_token: String,
+    marker: String,
+    client: reqwest::Client,
+}
+
+/// Merges `extra` into `base`: tables merge key by key, anything else is replaced.
+fn merge(base: &mut toml::Table, extra: toml::Table) {
+    for (key, value) in extra {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(mine)), toml::Value::Table(theirs)) => merge(mine, theirs),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// Writes a configuration and starts the hub, waiting until it serves through the proxy.
+    ///
+    /// The configuration: the dummy authenticator (admin user `admin` with
+    /// [`Hub::admin_token`]), the managed `chp-proxy` of this build, the local spawner running
+    /// the real `jupyterhub-singleuser` from [`crate::bins::singleuser_venv`] in
+    /// `<notebooks>/<user>` with `default_url = "/files/hello.txt"`; then `extra` (TOML)
+    /// merged over it, table by table.
+    ///
+    /// # Errors
+    /// When the hub does not come up within a minute (the error has its log).
+    pub async fn start(extra: &str) -> anyhow::Result<Self> {
+        let run_dir = tempfile::Builder::new().prefix("jhrs-e2e-hub-").tempdir()?;
+        let notebooks = tempfile::Builder::new().prefix("jhrs-e2e-nb-").tempdir()?;
+        // Servers run as their users' accounts and must reach their directories.
+        std::fs::set_permissions(notebooks.path(), std::fs::Permissions::from_mode(0o755))?;
+        let venv = crate::bins::singleuser_venv();
+        let mut hub = Hub {
+            config_path: run_dir.path().join("jupyterhub_config.toml"),
+            log_path: run_dir.path().join("hub.log"),
+            run_dir,
+            notebooks,
+            child: None,
+            starts: 0,
+            done: false,
+            public_port: crate::free_port(),
+            hub_port: crate::free_port(),
+            proxy_api_port: crate::free_port(),
+            admin_token: format!("admin-{}{}", random_suffix(), random_suffix()),
+            proxy_token: format!("proxy-{}{}", random_suffix(), random_suffix()),
+            marker: format!("{}-{}", std::process::id(), random_suffix()),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(60))
+                .build()?,
+        };
+        let base = format!(
+            r#"
+[hub]
+bind_url = "http://127.0.0.1:{public}"
+hub_ip = "127.0.0.1"
+hub_port = {hub_port}
+
+[hub.api_tokens]
+"{admin_token}" = "admin"
+
+[proxy]
+command = [{chp:?}]
+api_url = "http://127.0.0.1:{api}"
+auth_token = "{proxy_token}"
+
+[authenticator]
+class = "dummy"
+admin_users = ["admin"]
+
+[spawner]
+cmd = [{singleuser:?}]
+notebook_dir = "{notebooks}/{{username}}"
+default_url = "/files/hello.txt"
+
+[spawner.environment]
+{MARKER_VAR} = "{marker}"
+"#,
+            public = hub.public_port,
+            hub_port = hub.hub_port,
+            admin_token = hub.admin_token,
+            chp = crate::bins::chp_proxy().display().to_string(),
+            api = hub.proxy_api_port,
+            proxy_token = hub.proxy_token,
+            singleuser = venv
+                .join("bin")
+                .join("jupyterhub-singleuser")
+                .display()
+                .to_string(),
+            notebooks = hub.notebooks.path().display(),
+            marker = hub.marker,
+        );
+        let mut config: toml::Table = toml::from_str(&base).context("the base configuration")?;
+        let extra: toml::Table = toml::from_str(extra).context("the test's configuration")?;
+        merge(&mut config, extra);
+        std::fs::write(&hub.config_path, toml::to_string(&config)?)?;
+        hub.spawn()?;
+        hub.wait_up().await?;
+        Ok(hub)
+    }
+
+    /// Starts the hub process (once more, on the same files).
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "the hub is already running");
+        self.starts += 1;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        writeln!(log, "===== hub start #{} =====", self.starts)?;
+        let child = Command::new(crate::bins::hub())
+            .arg("--config")
+            .arg(&self.config_path)
+            .current_dir(self.run_dir.path())
+            // A known environment: nothing of the caller's JUPYTERHUB_* settings leaks in.
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("LANG", "C.UTF-8")
+            .env("RUST_BACKTRACE", "1")
+            .env(MARKER_VAR, &self.marker)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("starting the hub")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until `GET /hub/api/` answers 200 through the proxy.
+    async fn wait_up(&mut self) -> anyhow::Result<()> {
+        let deadline = Deadline::new(
+            "the hub to answer through the proxy",
+            Duration::from_secs(60),
+        );
+        let url = self.public_url("/hub/api/");
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                bail!(
+                    "the hub exited with {status} while starting:\n{}",
+                    self.log_tail(60)
+                );
+            }
+            if let Ok(reply) = self.client.get(&url).send().await
+                && reply.status() == StatusCode::OK
+            {
+                return Ok(());
+            }
+            if let Err(e) = deadline.tick().await {
+                bail!("{e}\n{}", self.log_tail(60));
+            }
+        }
+    }
+
+    /// Marks the test as passed: dropping the hub no longer prints its log.
+    pub fn done(&mut self) {
+        self.done = true;
+    }
+
+    /// The hub process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends SIGTERM and waits for the hub to exit (up to `within`).
+    ///
+    /// # Errors
+    /// When it does not exit in time (it is then killed) or is not running.
+    pub async fn terminate(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().context("the hub is not running")?;
+        let pid = Pid::from_raw(i32::try_from(child.id())?);
+        kill(pid, Signal::SIGTERM)?;
+        let deadline = Deadline::new("the hub to exit after SIGTERM", within);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if let Err(e) = deadline.tick().await {
+                let _ = killpg(pid, Signal::SIGKILL);
+                let _ = child.wait();
+                bail!("{e}; killed it\n{}", self.log_tail(60));
+            }
+        }
+    }
+
+    /// Starts the hub again after [`Hub::terminate`], on the same configuration, database and
+    /// cookie secret, and waits until it serves.
+    ///
+    /// # Errors
+    /// When it is still running or does not come back.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        self.spawn()?;
+        self.wait_up().await
+    }
+
+    /// `http://127.0.0.1:<public port><path>`.
+    pub fn public_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.public_port)
+    }
+
+    /// The hub's whole log so far (all starts).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        let from = all.len().saturating_sub(lines);
+        format!(
+            "----- hub log (last {} lines of {}) -----\n{}\n-----",
+            all.len() - from,
+            self.log_path.display(),
+            all[from..].join("\n")
+        )
+    }
+
+    /// A REST call to the hub's own port (`/hub/api<path>`) with `token`.
+    ///
+    /// # Errors
+    /// On connection errors; a body that is not JSON is returned as a JSON string.
+    pub async fn api(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let url = format!("http://127.0.0.1:{}/hub/api{path}", self.hub_port);
+        let mut request = self.client.request(method.clone(), &url);
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("token {token}"));
+        }
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+        }
+        let reply = request
+            .send()
+            .await
+            .with_context(|| format!("{method} {url}"))?;
+        let status = reply.status();
+        let text = reply.text().await?;
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok((status, value))
+    }
+
+    /// A REST call with the admin token.
+    ///
+    /// # Errors
+    /// See [`Hub::api`].
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        self.api(method, path, Some(&self.admin_token), body).await
+    }
+
+    /// Creates hub users (as admin).
+    ///
+    /// # Errors
+    /// When the hub refuses.
+    pub async fn create_users(&self, names: &[&str]) -> anyhow::Result<()> {
+        let (status, body) = self
+            .admin(
+                Method::POST,
+                "/users",
+                Some(&serde_json::json!({ "usernames": names })),
+            )
+            .await?;
+        anyhow::ensure!(
+            status == StatusCode::CREATED,
+            "creating {names:?}: {status} {body}"
+        );
+        Ok(())
+    }
+
+    /// A new API token of `user`, made with the admin token.
+    ///
+    /// # Errors
+    /// When the hub refuses.
+    pub async fn token_for(&self, user: &str) -> anyhow::Result<String> {
+        let (status, body) = self
+            .admin(
+                Method::POST,
+                &format!("/users/{user}/tokens"),
+                Some(&serde_json::json!({ "note": "e2e" })),
+            )
+            .await?;
+        anyhow::ensure!(
+            status == StatusCode::CREATED,
+            "token for {user}: {status} {body}"
+        );
+        body["token"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("token for {user}: no token in {body}"))
+    }
+
+    /// The user model of `user` (as admin).
+    ///
+    /// # Errors
+    /// When the hub does not answer 200.
+    pub async fn user_model(&self, user: &str) -> anyhow::Result<Value> {
+        let (status, body) = self
+            .admin(Method::GET, &format!("/users/{user}"), None)
+            .await?;
+        anyhow::ensure!(
+            status == StatusCode::OK,
+            "GET /users/{user}: {status} {body}"
+        );
+        Ok(body)
+    }
+
+    /// The default server of `user` from its user model, when it has one.
+    ///
+    /// # Errors
+    /// See [`Hub::user_model`].
+    pub async fn default_server(&self, user: &str) -> anyhow::Result<Option<Value>> {
+        let model = self.user_model(user).await?;
+        Ok(model["servers"].get("").cloned())
+    }
+
+    /// Waits (up to `within`) until `user`'s default server is ready; returns its model.
+    ///
+    /// # Errors
+    /// When it is not ready in time, or its start failed (no server and nothing pending).
+    pub async fn wait_server_ready(&self, user: &str, within: Duration) -> anyhow::Result<Value> {
+        let deadline = Deadline::new(format!("{user}'s server to be ready"), within);
+        loop {
+            let model = self.user_model(user).await?;
+            let server = model["servers"].get("").cloned();
+            match &server {
+                Some(s) if s["ready"] == Value::Bool(true) => return Ok(s.clone()),
+                // Neither running nor starting: the start failed.
+                None if model["pending"].is_null() => {
+                    bail!(
+                        "{user}'s server failed to start: {model}\n{}",
+                        self.log_tail(80)
+                    );
+                }
+                _ => {}
+            }
+            if let Err(e) = deadline.tick().await {
+                bail!("{e}; last model: {model}\n{}", self.log_tail(80));
+            }
+        }
+    }
+
+    /// The proxy's routing table (from its REST API, not through the hub).
+    ///
+    /// # Errors
+    /// When the proxy does not answer 200 with a JSON object.
+    pub async fn proxy_routes(&self) -> anyhow::Result<Map<String, Value>> {
+        let url = format!("http://127.0.0.1:{}/api/routes", self.proxy_api_port);
+        let reply = self
+            .client
+            .get(&url)
+            .header("Authorization", format!("token {}", self.proxy_token))
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = reply.status();
+        anyhow::ensure!(status == StatusCode::OK, "GET {url}: {status}");
+        match reply.json::<Value>().await? {
+            Value::Object(routes) => Ok(routes),
+            other => bail!("GET {url}: not an object: {other}"),
+        }
+    }
+
+    /// Waits until the proxy has (`present`) or lacks a route for `spec` (such as
+    /// `/user/alice`); returns its target when present.
+    ///
+    /// # Errors
+    /// On timeout, with the routing table.
+    pub async fn wait_route(
+        &self,
+        spec: &str,
+        present: bool,
+        within: Duration,
+    ) -> anyhow::Result<Option<String>> {
+        let what = if present { "to appear" } else { "to go" };
+        let deadline = Deadline::new(format!("the proxy route {spec} {what}"), within);
+        loop {
+            let routes = self.proxy_routes().await?;
+            match routes.get(spec) {
+                Some(route) if present => {
+                    return Ok(route["target"].as_str().map(str::to_owned));
+                }
+                None if !present => return Ok(None),
+                _ => {}
+            }
+            if let Err(e) = deadline.tick().await {
+                bail!(
+                    "{e}; routes: {}\n{}",
+                    Value::Object(routes),
+                    self.log_tail(40)
+                );
+            }
+        }
+    }
+
+    /// Makes `<notebooks>/<user>/hello.txt` (the spawner's `default_url` opens it), owned by
+    /// `owner` when given; returns the directory.
+    ///
+    /// # Errors
+    /// When the files cannot be made.
+    pub fn prepare_notebook_dir(
+        &self,
+        user: &str,
+        owner: Option<&SystemUser>,
+    ) -> anyhow::Result<PathBuf> {
+        let dir = self.notebooks.path().join(user);
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("hello.txt");
+        std::fs::write(&file, hello_text(user))?;
+        if let Some(owner) = owner {
+            let (uid, gid) = (
+                Some(nix::unistd::Uid::from_raw(owner.uid)),
+                Some(nix::unistd::Gid::from_raw(owner.gid)),
+            );
+            nix::unistd::chown(&dir, uid, gid)?;
+            nix::unistd::chown(&file, uid, gid)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(dir)
+    }
+
+    /// The working directory of the hub (its files).
+    pub fn run_dir(&self) -> &Path {
+        self.run_dir.path()
+    }
+
+    /// Every running process that carries this hub's marker (its single-user servers, and
+    /// the hub and proxy processes).
+    pub fn marked_processes(&self) -> Vec<procs::Proc> {
+        procs::all()
+            .into_iter()
+            .filter(|p| p.running() && self.is_marked(p.pid))
+            .collect()
+    }
+
+    fn is_marked(&self, pid: i32) -> bool {
+        procs::env_var(pid, MARKER_VAR).as_deref() == Some(self.marker.as_str())
+    }
+}
+
+/// What [`Hub::prepare_notebook_dir`] writes to `hello.txt`.
+pub fn hello_text(user: &str) -> String {
+    format!("hello from {user}\n")
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if !self.done || std::thread::panicking() {
+            eprintln!("{}", self.log_tail(150));
+        }
+        if let Some(mut child) = self.child.take() {
+            let pid = Pid::from_raw(child.id() as i32);
+            let _ = kill(pid, Signal::SIGTERM);
+            // The hub stops its servers and proxy on SIGTERM (unless told not to).
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = killpg(pid, Signal::SIGKILL);
+                let _ = child.wait();
+            }
+        }
+        // Whatever is left (servers kept with cleanup_servers = false, a proxy that outlived
+        // a killed hub) carries the marker.
+        let left = procs::kill_where(|p| self.is_marked(p.pid));
+        if left > 0 {
+            eprintln!("cleanup: stopped {left} leftover processes of the test hub");
+        }
+    }
+}
