@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
     let headers = Arc::new(CommonHeaders::new(&prefix));
     Router::new()
         .nest(&api_path, api)
+        .merge(crate::oauth2::router(&prefix))
         .merge(api::info::hub_routes(&prefix))
         .merge(api::metrics::hub_routes(&prefix))
         .merge(crate::web::router(&prefix))

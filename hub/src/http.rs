@@ -25,6 +25,8 @@ pub static VERSION_HEADER: HeaderName = HeaderName::from_static("x-jupyterhub-ve
 #[derive(Debug, Clone)]
 pub struct CommonHeaders {
     api_prefix: String,
+    /// The OAuth authorization endpoint: under the API prefix, but it serves pages.
+    authorize_path: String,
     page_csp: HeaderValue,
     api_csp: HeaderValue,
 }
@@ -36,6 +38,7 @@ impl CommonHeaders {
         let api = format!("{page}; default-src 'none'");
         Self {
             api_prefix: format!("{hub_prefix}api"),
+            authorize_path: crate::oauth2::authorize_path(hub_prefix),
             page_csp: HeaderValue::from_str(&page)
                 .unwrap_or(HeaderValue::from_static("frame-ancestors 'none'")),
             api_csp: HeaderValue::from_str(&api).unwrap_or(HeaderValue::from_static(
@@ -51,7 +54,8 @@ pub async fn common_headers(
     req: Request,
     next: Next,
 ) -> Response {
-    let is_api = req.uri().path().starts_with(&h.api_prefix);
+    let path = req.uri().path();
+    let is_api = path.starts_with(&h.api_prefix) && path != h.authorize_path;
     let mut resp = next.run(req).await;
     let headers = resp.headers_mut();
     headers.insert(VERSION_HEADER.clone(), HeaderValue::from_static(VERSION));

@@ -24,6 +24,7 @@ pub mod identity;
 pub mod identity_cache;
 pub mod login;
 pub mod metrics;
+pub mod oauth2;
 pub mod plugins;
 pub mod proxy;
 pub mod rbac;

@@ -158,6 +158,7 @@ pub async fn load_config_entities(state: &AppState) -> Result<(), StartupError> 
                         &note,
                     )?;
                 }
+                sync_service_client(conn, &service, s, config.hub.base_url.as_str())?;
             }
             // Role members, once every user, group and service exists.
             for r in &config.roles {
@@ -194,6 +195,76 @@ pub async fn load_config_entities(state: &AppState) -> Result<(), StartupError> 
             Ok(())
         })
         .await?;
+    Ok(())
+}
+
+/// Registers or updates the OAuth client of a configured service that can take part in OAuth
+/// (it has a `url` or an `oauth_redirect_uri`), as JupyterHub's `init_services` does: id
+/// `oauth_client_id` (default `service-<name>`), secret the service's `api_token` (a managed
+/// service without one gets its secret with its generated token, see
+/// [`generated_service_token`]), redirect URI `oauth_redirect_uri` (default
+/// `<base_url>services/<name>/oauth_callback`), allowed scopes `oauth_client_allowed_scopes`
+/// plus access to the service. Other clients of the service are removed.
+fn sync_service_client(
+    conn: &mut DbConnection,
+    service: &services::Service,
+    config: &crate::config::sections::ServiceConfig,
+    base_url: &str,
+) -> QueryResult<()> {
+    let owner = oauth_clients::ClientOwner::Service(service.id);
+    let existing = oauth_clients::find_for_owner(conn, owner)?;
+    let wanted = (config.url.is_some() || config.oauth_redirect_uri.is_some()).then(|| {
+        config
+            .oauth_client_id
+            .clone()
+            .unwrap_or_else(|| format!("service-{}", config.name))
+    });
+    for client in &existing {
+        if wanted.as_deref() != Some(client.identifier.as_str()) {
+            oauth_clients::delete_by_identifier(conn, &client.identifier)?;
+        }
+    }
+    let Some(identifier) = wanted else {
+        return Ok(());
+    };
+    let redirect_uri = config.oauth_redirect_uri.as_ref().map_or_else(
+        || {
+            format!(
+                "{base_url}services/{}/oauth_callback",
+                crate::api::models::url_name(&config.name)
+            )
+        },
+        ToString::to_string,
+    );
+    let mut allowed: std::collections::BTreeSet<String> =
+        config.oauth_client_allowed_scopes.iter().cloned().collect();
+    allowed.insert(crate::rbac::grants::access_scope(
+        crate::rbac::ClientTarget::Service(&config.name),
+    ));
+    let allowed: Vec<String> = allowed.into_iter().collect();
+    let kept = existing
+        .iter()
+        .find(|c| c.identifier == identifier)
+        .map(|c| c.secret.clone());
+    let secret = match &config.api_token {
+        // Hashed like a password; an unchanged token keeps its stored hash.
+        Some(token) => match kept.filter(|h| tokens::verify_token(h, token.expose())) {
+            Some(hash) => hash,
+            None => HashedToken::new(token.expose(), tokens::USER_PROVIDED_ROUNDS).to_string(),
+        },
+        None => kept.unwrap_or_default(),
+    };
+    oauth_clients::upsert(
+        conn,
+        &oauth_clients::NewOAuthClient {
+            identifier: &identifier,
+            description: &format!("JupyterHub service {}", config.name),
+            secret: &secret,
+            redirect_uri: &redirect_uri,
+            allowed_scopes: &allowed,
+            owner,
+        },
+    )?;
     Ok(())
 }
 
@@ -278,6 +349,26 @@ pub async fn generated_service_token(state: &AppState, name: &str) -> Result<Str
                     expires_at: None,
                 },
             )?;
+            // The token is also the secret of the service's OAuth client.
+            let owner = oauth_clients::ClientOwner::Service(service.id);
+            let clients = oauth_clients::find_for_owner(conn, owner)?;
+            if !clients.is_empty() {
+                let client_secret =
+                    HashedToken::new(&secret, tokens::USER_PROVIDED_ROUNDS).to_string();
+                for client in clients {
+                    oauth_clients::upsert(
+                        conn,
+                        &oauth_clients::NewOAuthClient {
+                            identifier: &client.identifier,
+                            description: &client.description,
+                            secret: &client_secret,
+                            redirect_uri: &client.redirect_uri,
+                            allowed_scopes: &client.allowed_scopes,
+                            owner,
+                        },
+                    )?;
+                }
+            }
             Ok(true)
         })
         .await?;

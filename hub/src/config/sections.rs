@@ -90,6 +90,10 @@ config_section! {
         /// Lifetime, in seconds, of OAuth access tokens given to single-user servers and
         /// services. Default: `cookie_max_age_days`.
         pub oauth_token_expires_in: Option<Duration> = None,
+        /// Whether OAuth clients must use PKCE: authorization requests without a
+        /// `code_challenge` are refused. Single-user servers and services of JupyterHub 6.0 and
+        /// later always send one; older ones do not.
+        pub oauth_require_pkce: bool = false,
         /// Most servers that may be starting at the same time; further requests are refused
         /// with 429 until one finishes. 0 means no limit.
         pub concurrent_spawn_limit: Limit = Limit::at_most(100),
