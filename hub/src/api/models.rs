@@ -35,15 +35,38 @@ pub fn url_name(name: &str) -> String {
 pub fn iso(ts: Option<NaiveDateTime>) -> Value {
     match ts {
         None => Value::Null,
-        Some(t) => {
-            let text = if t.and_utc().timestamp_subsec_micros() == 0 {
-                t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-            } else {
-                t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-            };
-            Value::String(text)
-        }
+        Some(t) => Value::String(iso_text(t)),
     }
+}
+
+/// `2026-01-02T03:04:05Z`, or with `.ffffff` microseconds when there are any. Written by hand:
+/// list endpoints format thousands of these per request, and `strftime` parsing dominated.
+pub fn iso_text(t: NaiveDateTime) -> String {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    let mut out = String::with_capacity(27);
+    let year = t.year();
+    let micros = t.and_utc().timestamp_subsec_micros();
+    // Years outside 0..=9999 cannot be stored by the hub; keep them readable anyway.
+    let _ = if (0..=9999).contains(&year) {
+        write!(out, "{year:04}")
+    } else {
+        write!(out, "{year:+}")
+    };
+    let _ = write!(
+        out,
+        "-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    if micros != 0 {
+        let _ = write!(out, ".{micros:06}");
+    }
+    out.push('Z');
+    out
 }
 
 /// Query flags such as `include_stopped_servers`: present means on, unless `0` or `false`.
@@ -325,6 +348,28 @@ pub async fn whoami_service_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_match_the_strftime_forms() {
+        let cases = [
+            (2026, 1, 2, 3, 4, 5, 0),
+            (1999, 12, 31, 23, 59, 59, 999_999),
+            (2026, 6, 30, 0, 0, 0, 1),
+            (1, 1, 1, 0, 0, 0, 120_000),
+        ];
+        for (y, mo, d, h, mi, s, us) in cases {
+            let t = chrono::NaiveDate::from_ymd_opt(y, mo, d)
+                .unwrap()
+                .and_hms_micro_opt(h, mi, s, us)
+                .unwrap();
+            let expected = if us == 0 {
+                t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+            } else {
+                t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+            };
+            assert_eq!(iso_text(t), expected);
+        }
+    }
 
     #[test]
     fn names_in_urls() {
