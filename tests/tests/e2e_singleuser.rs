@@ -100,12 +100,13 @@ async fn submit_login(
         .await
 }
 
-/// Checks the response to a successful login POST: 302 to `next`, with the hub's login and
-/// session cookies.
+/// Checks the response to a successful login POST: a redirect to `next`, with the hub's login
+/// and session cookies.
+/// (The flows that follow the whole way check its exact status, 302, with their hops.)
 fn check_logged_in(browser: &Browser, post: &Response, next: &str) -> TestResult {
     ensure!(
-        post.status == StatusCode::FOUND,
-        "{post}: a successful login answers 302 to next (hub-protocol §9)\n{:.500}",
+        post.status.is_redirection(),
+        "{post}: a successful login redirects to next (hub-protocol §9)\n{:.500}",
         post.body
     );
     let location = post.location().context("login redirect without Location")?;
@@ -291,6 +292,47 @@ async fn check_api_status(browser: &mut Browser, user: &str) -> TestResult {
     ensure!(
         me.status == StatusCode::OK && me_body["identity"]["username"] == json!(user),
         "{me}: the server should know the browser as {user}: {me_body}"
+    );
+    Ok(())
+}
+
+/// `other` logs in (staying at the hub) and opens `owner`'s server: the server sends the
+/// browser to the hub's authorize URL, and the hub refuses with 403 (hub-protocol §3.4); no
+/// cookie for the server, and its API answers 403.
+async fn check_other_user_refused(hub: &Hub, other: &str, owner: &str) -> TestResult {
+    let mut browser = Browser::new(other, hub.public_port);
+    let post = submit_login(&mut browser, other, "any password", Some("/hub/home")).await?;
+    check_logged_in(&browser, &post, "/hub/home")?;
+    let hops = browser
+        .visit(&format!("/user/{owner}/files/hello.txt"))
+        .await?;
+    let refused = hops.last().context("no hops")?;
+    ensure!(
+        hops.len() == 2
+            && hops[0]
+                .location()
+                .is_some_and(|l| l.path() == "/hub/api/oauth2/authorize")
+            && refused.url.path() == "/hub/api/oauth2/authorize"
+            && refused.status == StatusCode::FORBIDDEN,
+        "{other} opening {owner}'s server should be refused with 403 at the hub's authorize \
+         step (hub-protocol §3.4):\n{}\n{:.500}",
+        describe(&hops),
+        refused.body
+    );
+    ensure!(
+        browser
+            .cookie(
+                &format!("jupyterhub-user-{owner}"),
+                &format!("/user/{owner}/")
+            )
+            .is_none(),
+        "{other} got a cookie for {owner}'s server: {:?}",
+        browser.cookies()
+    );
+    let api = browser.get(&format!("/user/{owner}/api/status")).await?;
+    ensure!(
+        api.status == StatusCode::FORBIDDEN,
+        "{api}: {other} must not reach {owner}'s server API"
     );
     Ok(())
 }
@@ -548,38 +590,7 @@ async fn browser_login_spawn_oauth_stop_and_hub_restart() -> TestResult {
     );
 
     // Bob, logged in to the hub, is refused at the hub's authorize step for Alice's server.
-    let mut bobs = Browser::new(&bob, hub.public_port);
-    let post = submit_login(&mut bobs, &bob, "any password", Some("/hub/home")).await?;
-    check_logged_in(&bobs, &post, "/hub/home")?;
-    let hops = bobs
-        .visit(&format!("/user/{alice}/files/hello.txt"))
-        .await?;
-    let refused = hops.last().context("no hops")?;
-    ensure!(
-        hops.len() == 2
-            && hops[0]
-                .location()
-                .is_some_and(|l| l.path() == "/hub/api/oauth2/authorize")
-            && refused.url.path() == "/hub/api/oauth2/authorize"
-            && refused.status == StatusCode::FORBIDDEN,
-        "{bob} opening {alice}'s server should be refused with 403 at the hub's authorize \
-         step (hub-protocol §3.4):\n{}",
-        describe(&hops)
-    );
-    ensure!(
-        bobs.cookie(
-            &format!("jupyterhub-user-{alice}"),
-            &format!("/user/{alice}/")
-        )
-        .is_none(),
-        "{bob} got a cookie for {alice}'s server: {:?}",
-        bobs.cookies()
-    );
-    let api = bobs.get(&format!("/user/{alice}/api/status")).await?;
-    ensure!(
-        api.status == StatusCode::FORBIDDEN,
-        "{api}: {bob} must not reach {alice}'s server API"
-    );
+    check_other_user_refused(&hub, &bob, &alice).await?;
     // Alice's server does not know Bob's browser, and still knows hers.
     check_api_status(&mut browser, &alice).await?;
 
@@ -645,6 +656,44 @@ async fn browser_login_spawn_oauth_stop_and_hub_restart() -> TestResult {
 
     // The restarted hub stops a server an earlier hub process started.
     stop_through_api(&hub, &alice, &again).await?;
+    hub.done();
+    Ok(())
+}
+
+/// The server's OAuth login at the hub, in a browser, for a server started through the API:
+/// the owner logs in with `next` pointing at a page of the server, and is sent through the
+/// hub's authorize step back to it; another user is refused there.
+#[tokio::test]
+async fn browser_oauth_login_at_a_running_server() -> TestResult {
+    let mut people = People::new();
+    let (alice, alice_account) = people.person("jhrs_a")?;
+    let (bob, _bob_account) = people.person("jhrs_b")?;
+    let mut hub = Hub::start("").await?;
+    hub.prepare_notebook_dir(&alice, alice_account.as_ref())?;
+    hub.create_users(&[&alice, &bob]).await?;
+    let alice_token = hub.token_for(&alice).await?;
+    let server = start_through_api(&hub, &alice, &alice_token).await?;
+
+    let page = format!("/user/{alice}/files/hello.txt");
+    let mut browser = Browser::new(&alice, hub.public_port);
+    let post = submit_login(&mut browser, &alice, "any password", Some(&page)).await?;
+    check_logged_in(&browser, &post, &page)?;
+    let hops = browser.follow(post, 20).await?;
+    let callback = format!("/user/{alice}/oauth_callback");
+    let steps = [
+        Step::new(Method::GET, page.clone(), StatusCode::FOUND),
+        Step::new(Method::GET, "/hub/api/oauth2/authorize", StatusCode::FOUND),
+        Step::new(Method::GET, callback, StatusCode::FOUND),
+        Step::new(Method::GET, page.clone(), StatusCode::OK),
+    ];
+    check_steps(&alice, &hops[1..], &steps)?;
+    check_oauth_hops(&browser, &alice, &hops)?;
+    check_api_status(&mut browser, &alice).await?;
+
+    check_other_user_refused(&hub, &bob, &alice).await?;
+    // Still Alice's: her browser keeps its access.
+    check_api_status(&mut browser, &alice).await?;
+    stop_through_api(&hub, &alice, &server).await?;
     hub.done();
     Ok(())
 }
