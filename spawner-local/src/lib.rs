@@ -322,7 +322,7 @@ impl LocalProcessSpawner {
         }
         let user = &ctx.server.user;
         if let Some(found) = account::lookup(user).await? {
-            return Ok(found);
+            return refuse_superuser(found);
         }
         if !self.config.create_system_users {
             return Err(SpawnError::Refused {
@@ -335,9 +335,10 @@ impl LocalProcessSpawner {
         }
         progress(ctx, 55, format!("Creating the system account {user}"));
         account::create(user).await?;
-        account::lookup(user)
+        let created = account::lookup(user)
             .await?
-            .ok_or_else(|| anyhow!("useradd created {user:?}, yet it cannot be found").into())
+            .ok_or_else(|| anyhow!("useradd created {user:?}, yet it cannot be found"))?;
+        refuse_superuser(created)
     }
 
     /// The server's environment (see the crate documentation for the order).
@@ -746,6 +747,22 @@ fn expand_home(dir: &str, home: &Path) -> PathBuf {
         }
         _ => home.join(dir),
     }
+}
+
+/// A hub user whose system account is the superuser (a hub user named `root`, or an account
+/// with uid 0 under another name) never gets a server: a login with a shared password or a
+/// mapped name must not turn into a root shell.
+fn refuse_superuser(account: Account) -> Result<Account, SpawnError> {
+    if account.uid.is_root() {
+        return Err(SpawnError::Refused {
+            message: format!(
+                "Servers never run as the superuser, and the system account {:?} is uid 0.",
+                account.name
+            ),
+            status: 403,
+        });
+    }
+    Ok(account)
 }
 
 #[cfg(test)]

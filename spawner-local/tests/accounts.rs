@@ -141,3 +141,18 @@ async fn missing_accounts_are_refused_or_created() {
         assert!(User::from_name(bad).unwrap().is_none());
     }
 }
+
+#[tokio::test]
+async fn the_superuser_never_gets_a_server() {
+    let marker = std::env::temp_dir().join(unique("root-ran"));
+    let s = spawner(sh(&format!("touch {} && exec sleep 30", marker.display())));
+    let (ctx, _e) = ctx("root", "");
+    match s.start(&ctx).await {
+        Err(SpawnError::Refused { message, status }) => {
+            assert_eq!(status, 403);
+            assert!(message.contains("superuser"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!marker.exists(), "the command ran");
+}

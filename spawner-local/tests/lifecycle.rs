@@ -1,5 +1,6 @@
-//! Start, poll, stop and port identity with real processes. The servers run as `root` (the
-//! tests run as root, so the spawner runs each server as the account named like the user).
+//! Start, poll, stop and port identity with real processes. The servers run as `nobody` (the
+//! tests run as root, so the spawner runs each server as the account named like the user; the
+//! superuser's own account is refused).
 
 #![allow(clippy::unwrap_used, reason = "test helpers panic with a line number")]
 
@@ -16,7 +17,7 @@ use serde_json::json;
 #[tokio::test]
 async fn start_poll_answer_stop() {
     let s = spawner(http_server_cmd());
-    let (ctx, mut events) = ctx("root", "life");
+    let (ctx, mut events) = ctx("nobody", "life");
     let started = s.start(&ctx).await.unwrap();
     let st = state_of(&started.state);
     assert_eq!(st.pgid, Some(st.pid));
@@ -30,7 +31,10 @@ async fn start_poll_answer_stop() {
         PollStatus::Running
     );
     let url = format!("{}{}", started.url, ctx.prefix);
-    assert_eq!(wait_http(&url, Duration::from_secs(10)).await, "root/life");
+    assert_eq!(
+        wait_http(&url, Duration::from_secs(10)).await,
+        "nobody/life"
+    );
     assert!(
         s.confirm_listening(&ctx.server, &started.state, &format!("{url}api"))
             .await
@@ -63,7 +67,7 @@ async fn start_poll_answer_stop() {
 #[tokio::test]
 async fn exit_status_of_a_server_that_ends() {
     let s = spawner(sh("exit 3"));
-    let (ctx, _events) = ctx("root", "ends");
+    let (ctx, _events) = ctx("nobody", "ends");
     let started = s.start(&ctx).await.unwrap();
     let status = wait_stopped(&s, &ctx.server, &started.state, Duration::from_secs(5)).await;
     assert_eq!(status, Some(3));
@@ -72,7 +76,7 @@ async fn exit_status_of_a_server_that_ends() {
 #[tokio::test]
 async fn missing_program_is_a_clear_refusal() {
     let s = spawner(vec!["/nonexistent/jupyterhub-singleuser".into()]);
-    let (ctx, _events) = ctx("root", "missing");
+    let (ctx, _events) = ctx("nobody", "missing");
     match s.start(&ctx).await {
         Err(SpawnError::Refused { message, status }) => {
             assert_eq!(status, 500);
@@ -90,8 +94,8 @@ async fn stubborn_server_is_killed_without_blocking_another_stop() {
     // Ignores SIGINT and SIGTERM, and so do the `sleep`s it starts.
     let stubborn = Arc::new(spawner(sh("trap '' INT TERM; while :; do sleep 0.2; done")));
     let polite = Arc::new(spawner(http_server_cmd()));
-    let (ctx_a, _ea) = ctx("root", "stubborn");
-    let (ctx_b, _eb) = ctx("root", "polite");
+    let (ctx_a, _ea) = ctx("nobody", "stubborn");
+    let (ctx_b, _eb) = ctx("nobody", "polite");
     let a = stubborn.start(&ctx_a).await.unwrap();
     let b = polite.start(&ctx_b).await.unwrap();
     wait_http(
@@ -136,7 +140,7 @@ async fn stubborn_server_is_killed_without_blocking_another_stop() {
 #[tokio::test]
 async fn stop_now_skips_the_interrupt() {
     let s = spawner(sh("trap '' INT; while :; do sleep 0.2; done"));
-    let (ctx, _events) = ctx("root", "now");
+    let (ctx, _events) = ctx("nobody", "now");
     let started = s.start(&ctx).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let began = Instant::now();
@@ -153,7 +157,7 @@ async fn stop_now_skips_the_interrupt() {
 async fn leftover_group_members_are_stopped_too() {
     // The main process exits at once and leaves a background child in its group.
     let s = spawner(sh("sleep 30 & exit 0"));
-    let (ctx, _events) = ctx("root", "orphans");
+    let (ctx, _events) = ctx("nobody", "orphans");
     let started = s.start(&ctx).await.unwrap();
     let pgid = state_of(&started.state).pgid();
     wait_stopped(&s, &ctx.server, &started.state, Duration::from_secs(5)).await;
@@ -165,7 +169,7 @@ async fn leftover_group_members_are_stopped_too() {
 #[tokio::test]
 async fn reused_pid_is_never_taken_for_the_server() {
     let s = spawner(http_server_cmd());
-    let server = server("root", "reused");
+    let server = server("nobody", "reused");
     // A process that is not the server, holding a pid a saved state names.
     let mut stranger = std::process::Command::new("/bin/sleep")
         .arg("30")
@@ -213,7 +217,7 @@ async fn a_stranger_on_the_servers_port_is_not_confirmed() {
     // The server never listens; another process holds the port it was given (the race the
     // check exists for: someone else bound it first).
     let s = spawner(sh("exec sleep 30"));
-    let (ctx, _events) = ctx("root", "squatted");
+    let (ctx, _events) = ctx("nobody", "squatted");
     let started = s.start(&ctx).await.unwrap();
     let port = state_of(&started.state).port.unwrap();
     let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
@@ -240,7 +244,7 @@ async fn fifty_concurrent_starts_get_distinct_ports() {
     for i in 0..N {
         let s = s.clone();
         starts.spawn(async move {
-            let (ctx, _events) = ctx("root", &format!("c{i}"));
+            let (ctx, _events) = ctx("nobody", &format!("c{i}"));
             let started = s.start(&ctx).await.unwrap();
             (i, ctx, started)
         });
@@ -265,7 +269,7 @@ async fn fifty_concurrent_starts_get_distinct_ports() {
     }
     while let Some(done) = checks.join_next().await {
         let (i, body) = done.unwrap();
-        assert_eq!(body, format!("root/c{i}"));
+        assert_eq!(body, format!("nobody/c{i}"));
     }
 
     for (i, (_, ctx, started)) in servers.iter().enumerate() {
@@ -322,12 +326,12 @@ async fn server_output_goes_to_the_hub_log_with_a_prefix() {
     // A current-thread runtime: the forwarding tasks run on this thread, under this subscriber.
     let _guard = tracing::subscriber::set_default(subscriber);
     let s = spawner(sh("echo hello-out; echo hello-err >&2; exec sleep 30"));
-    let (ctx, _events) = ctx("root", "logs");
+    let (ctx, _events) = ctx("nobody", "logs");
     let started = s.start(&ctx).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
-        if text.contains("[root/logs] hello-out") && text.contains("[root/logs] hello-err") {
+        if text.contains("[nobody/logs] hello-out") && text.contains("[nobody/logs] hello-err") {
             assert!(text.contains("spawner_local::server"), "{text}");
             break;
         }
@@ -345,9 +349,9 @@ async fn server_output_goes_to_a_log_file_when_configured() {
     let mut config = config(sh("echo to-file; echo err-file >&2; exec sleep 30"));
     config.log_dir = Some(dir.path().to_path_buf());
     let s = spawner_local::LocalProcessSpawner::new(config);
-    let (ctx, _events) = ctx("root", "filed");
+    let (ctx, _events) = ctx("nobody", "filed");
     let started = s.start(&ctx).await.unwrap();
-    let path = dir.path().join("root-filed.log");
+    let path = dir.path().join("nobody-filed.log");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
