@@ -480,10 +480,11 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// A cookie jar that ignores paths (the tests use one server prefix and the hub).
+/// A cookie jar that keeps each cookie's path.
 #[derive(Debug, Default, Clone)]
 pub struct Jar {
-    pub cookies: Vec<(String, String)>,
+    /// `(name, value, path)`.
+    pub cookies: Vec<(String, String, String)>,
     /// Every Set-Cookie seen, for attribute checks.
     pub seen: Vec<String>,
 }
@@ -493,20 +494,43 @@ impl Jar {
         for v in resp.headers().get_all(header::SET_COOKIE) {
             let text = v.to_str().unwrap().to_owned();
             self.seen.push(text.clone());
-            let pair = text.split(';').next().unwrap();
+            let mut attrs = text.split(';');
+            let pair = attrs.next().unwrap();
             let (name, value) = pair.split_once('=').unwrap();
+            let (name, value) = (name.trim(), value.trim().trim_matches('"'));
+            let path = attrs
+                .filter_map(|a| a.trim().split_once('='))
+                .find(|(k, _)| k.eq_ignore_ascii_case("path"))
+                .map_or("/", |(_, v)| v)
+                .to_owned();
             let expired = text.contains("Max-Age=0");
-            self.cookies.retain(|(n, _)| n != name);
+            self.cookies.retain(|(n, _, p)| !(n == name && *p == path));
             if !expired {
-                self.cookies.push((name.to_owned(), value.to_owned()));
+                self.cookies.push((name.to_owned(), value.to_owned(), path));
             }
         }
     }
 
+    /// Every cookie, whatever its path.
     pub fn header(&self) -> String {
         self.cookies
             .iter()
-            .map(|(n, v)| format!("{n}={v}"))
+            .map(|(n, v, _)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The cookies a browser sends to `path`, most specific path first.
+    pub fn header_for(&self, path: &str) -> String {
+        let mut matching: Vec<_> = self
+            .cookies
+            .iter()
+            .filter(|(_, _, p)| path.starts_with(p.as_str()) || path == p.trim_end_matches('/'))
+            .collect();
+        matching.sort_by_key(|(_, _, p)| std::cmp::Reverse(p.len()));
+        matching
+            .iter()
+            .map(|(n, v, _)| format!("{n}={v}"))
             .collect::<Vec<_>>()
             .join("; ")
     }
@@ -514,13 +538,22 @@ impl Jar {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.cookies
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .find(|(n, _, _)| n == name)
+            .map(|(_, v, _)| v.as_str())
     }
 
     pub fn set(&mut self, name: &str, value: &str) {
-        self.cookies.retain(|(n, _)| n != name);
-        self.cookies.push((name.to_owned(), value.to_owned()));
+        self.cookies.retain(|(n, _, _)| n != name);
+        self.cookies
+            .push((name.to_owned(), value.to_owned(), "/".to_owned()));
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.cookies.retain(|(n, _, _)| n != name);
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.cookies.iter().map(|(n, _, _)| n.clone()).collect()
     }
 }
 
@@ -559,10 +592,11 @@ impl Browser {
     /// One navigation request (no redirect following).
     pub async fn navigate(&mut self, url: &str) -> reqwest::Response {
         let url = self.absolute(url);
+        let path = url::Url::parse(&url).unwrap().path().to_owned();
         let resp = self
             .http
             .get(&url)
-            .header(header::COOKIE, self.jar.header())
+            .header(header::COOKIE, self.jar.header_for(&path))
             .header("sec-fetch-mode", "navigate")
             .header("accept", "text/html")
             .send()

@@ -8,3 +8,5 @@
 
 mod command_app;
 mod common;
+mod jupyter;
+mod real_hub;
