@@ -244,7 +244,21 @@ async fn delete_token(
     Path((name, token_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let user = authorized_user(&state, &caller, &name, "tokens").await?;
-    let row = find_token(&state, &user, &token_id).await?;
+    revoke_user_token(&state, &user, &token_id).await?;
+    Ok((StatusCode::NO_CONTENT, [(CONTENT_TYPE, "text/plain")]).into_response())
+}
+
+/// Deletes token `token_id` (`a<id>`) of `user`; for an OAuth token, every token `user` holds
+/// from the same client.
+///
+/// # Errors
+/// 404 when `user` has no such token; database failures.
+pub(crate) async fn revoke_user_token(
+    state: &AppState,
+    user: &users::User,
+    token_id: &str,
+) -> ApiResult<()> {
+    let row = find_token(state, user, token_id).await?;
     let user_id = user.id;
     state
         .db
@@ -261,8 +275,7 @@ async fn delete_token(
             Ok(())
         })
         .await
-        .map_err(db_error)?;
-    Ok((StatusCode::NO_CONTENT, [(CONTENT_TYPE, "text/plain")]).into_response())
+        .map_err(db_error)
 }
 
 // === POST /users/{name}/tokens ===
@@ -421,7 +434,25 @@ async fn create_token(
         Some(caller) => caller,
         None => authenticate_body(&state, body.get("auth")).await?,
     };
-    let kind = match requester.principal {
+    let model = create_user_token(&state, &requester, &name, &body).await?;
+    Ok((StatusCode::CREATED, Json(model)).into_response())
+}
+
+/// Creates an API token for user `name` on behalf of `requester` from a `POST
+/// /users/{name}/tokens` body (`note`, `expires_in`, `scopes` or `roles`), with every rule of
+/// that endpoint. Returns the token model with the secret under `token`.
+///
+/// # Errors
+/// The endpoint's refusals (403 without permission, 400 for bad values or scopes).
+pub(crate) async fn create_user_token(
+    state: &AppState,
+    requester: &Identity,
+    name: &str,
+    body: &Map<String, Value>,
+) -> ApiResult<Value> {
+    let state = state.clone();
+    let name = name.to_owned();
+    let kind = match &requester.principal {
         Principal::User(_) => "user",
         Principal::Service(_) => "service",
     };
@@ -460,9 +491,9 @@ async fn create_token(
             "token note must be at most {MAX_NOTE_CHARS} characters"
         )));
     }
-    let roles = string_list(&body, "roles")?;
-    let scopes = string_list(&body, "scopes")?;
-    let expires_in = capped_expires_in(&state, requested_expires_in(&body)?)?;
+    let roles = string_list(body, "roles")?;
+    let scopes = string_list(body, "scopes")?;
+    let expires_in = capped_expires_in(&state, requested_expires_in(body)?)?;
     let raw = raw_token_scopes(&state, scopes, roles)?;
     state
         .registry
@@ -525,7 +556,7 @@ async fn create_token(
     if let Value::Object(map) = &mut model {
         map.insert("token".into(), Value::String(secret));
     }
-    Ok((StatusCode::CREATED, Json(model)).into_response())
+    Ok(model)
 }
 
 #[cfg(test)]
