@@ -363,6 +363,14 @@ async fn route(shim: &Shim, conn: ConnInfo, req: Request<Incoming>) -> Response<
         // Jupyter's version endpoint is public; the hub checks readiness with it.
         return forward_to_app(shim, conn, req, &reply, None).await;
     }
+    if shim.jupyter
+        && *req.method() == Method::OPTIONS
+        && req.headers().contains_key("access-control-request-method")
+    {
+        // CORS preflights never carry credentials; Jupyter answers them itself (with its
+        // `allow_origin` settings) and does nothing else on OPTIONS.
+        return forward_to_app(shim, conn, req, &reply, None).await;
+    }
 
     let credential = header_token(&req)
         .map(Credential::Header)

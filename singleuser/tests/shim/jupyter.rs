@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
 
-fn jupyter() -> Option<PathBuf> {
+pub fn jupyter() -> Option<PathBuf> {
     let venv = std::env::var("JHRS_SINGLEUSER_VENV")
         .unwrap_or_else(|_| "/var/tmp/jupyterhub-rs/venv-singleuser".into());
     let bin = PathBuf::from(venv).join("bin/jupyter");
@@ -117,13 +117,34 @@ async fn jupyter_server_on_a_private_socket() {
     assert!(resp.headers().contains_key("x-jupyterhub-version"));
     assert!(resp.json::<Value>().await.unwrap()["version"].is_string());
 
-    // Everything else needs the hub's word.
+    // Everything else needs the hub's word, but for CORS preflights, which Jupyter answers.
     let resp = http
         .get(r.shim.url("/user/alice/api/status"))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
+    let resp = http
+        .request(
+            reqwest::Method::OPTIONS,
+            r.shim.url("/user/alice/api/status"),
+        )
+        .header("origin", "http://elsewhere.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    let resp = http
+        .request(
+            reqwest::Method::OPTIONS,
+            r.shim.url("/user/alice/api/status"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403, "a plain OPTIONS needs credentials");
     let token = r.hub.token_for("alice");
     let auth = format!("token {token}");
     let resp = http

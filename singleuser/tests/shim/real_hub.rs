@@ -84,6 +84,16 @@ fn python() -> String {
 impl RealHub {
     /// Starts the hub; `None` when the binaries are not built.
     async fn start(shim_args: &[&str]) -> Option<Self> {
+        let mut args = vec![
+            "--command".to_owned(),
+            format!("{} {} --port {{port}}", python(), echo_app()),
+        ];
+        args.extend(shim_args.iter().map(|a| (*a).to_owned()));
+        Self::start_shim_with(args).await
+    }
+
+    /// Starts the hub with `[spawner] cmd` = the shim and `shim_args`.
+    async fn start_shim_with(shim_args: Vec<String>) -> Option<Self> {
         let (Some(hub_bin), Some(chp)) = (
             binary("HUB_BIN", "hub"),
             binary("CHP_PROXY_BIN", "chp-proxy"),
@@ -113,12 +123,8 @@ impl RealHub {
         } else {
             "shimtest".to_owned()
         };
-        let mut cmd = vec![
-            SHIM.to_owned(),
-            "--command".to_owned(),
-            format!("{} {} --port {{port}}", python(), echo_app()),
-        ];
-        cmd.extend(shim_args.iter().map(|a| (*a).to_owned()));
+        let mut cmd = vec![SHIM.to_owned()];
+        cmd.extend(shim_args);
         let config = format!(
             r#"
 [hub]
@@ -230,15 +236,24 @@ poll_interval = 1
     }
 
     async fn server(&self, user: &str) -> Option<Value> {
+        self.named_server(user, "").await
+    }
+
+    async fn named_server(&self, user: &str, name: &str) -> Option<Value> {
         let (status, body) = self
             .admin(reqwest::Method::GET, &format!("/users/{user}"), None)
             .await;
         assert_eq!(status, 200, "{body}");
-        body["servers"].get("").cloned()
+        body["servers"].get(name).cloned()
     }
 
     /// Creates the users and starts the owner's default server; waits until it is ready.
     async fn start_server(&self) -> Value {
+        self.start_named_server("").await
+    }
+
+    /// Creates the users and starts the owner's server `name` (`""`: the default one).
+    async fn start_named_server(&self, name: &str) -> Value {
         let (status, body) = self
             .admin(
                 reqwest::Method::POST,
@@ -247,17 +262,16 @@ poll_interval = 1
             )
             .await;
         assert!(status == 201 || status == 409, "{status} {body}");
-        let (status, body) = self
-            .admin(
-                reqwest::Method::POST,
-                &format!("/users/{}/server", self.owner),
-                None,
-            )
-            .await;
+        let path = if name.is_empty() {
+            format!("/users/{}/server", self.owner)
+        } else {
+            format!("/users/{}/servers/{name}", self.owner)
+        };
+        let (status, body) = self.admin(reqwest::Method::POST, &path, None).await;
         assert!(status == 201 || status == 202, "{status} {body}");
         let mut last = None;
         let ready = eventually(Duration::from_secs(90), async || {
-            last = self.server(&self.owner).await;
+            last = self.named_server(&self.owner, name).await;
             last.as_ref().is_some_and(|s| s["ready"] == true)
         })
         .await;
@@ -535,4 +549,159 @@ async fn browser_login_through_the_real_hubs_oauth_provider() {
     assert_eq!(resp.status(), 302);
     assert_eq!(resp.headers()[header::LOCATION], "/hub/logout");
     assert!(third.jar.get(&client_id).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_named_server() {
+    let Some(hub) = RealHub::start(&["--activity-interval", "1"]).await else {
+        return;
+    };
+    let started = chrono::Utc::now();
+    let server = hub.start_named_server("gpu").await;
+    let owner = hub.owner.clone();
+    let prefix = format!("/user/{owner}/gpu/");
+    assert_eq!(server["url"], prefix);
+
+    let token = hub.token_for(&owner).await;
+    let resp = hub
+        .http
+        .get(hub.public_url(&format!("{prefix}x")))
+        .header(header::AUTHORIZATION, format!("token {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let echo: Value = resp.json().await.unwrap();
+    assert_eq!(echo["path"], format!("{prefix}x"));
+
+    // Activity goes to the named server's entry.
+    let mut last = None;
+    let reported = eventually(Duration::from_secs(10), async || {
+        last = hub.named_server(&owner, "gpu").await;
+        last.as_ref()
+            .and_then(|s| s["last_activity"].as_str())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| t > started)
+    })
+    .await;
+    assert!(reported, "no activity for the named server: {last:?}");
+
+    // A browser logs in with the named server's own OAuth client and cookie.
+    let mut browser = browser_for(&hub);
+    hub.login_form(&mut browser, &owner).await;
+    let (resp, visited) = browser.follow(&prefix).await;
+    assert_eq!(resp.status(), 200, "{visited:#?}");
+    let client_id = format!("jupyterhub-user-{owner}-gpu");
+    let cookie = browser
+        .jar
+        .seen
+        .iter()
+        .find(|c| c.starts_with(&format!("{client_id}=")))
+        .unwrap_or_else(|| panic!("no {client_id} cookie: {:?}", browser.jar.seen));
+    assert!(cookie.contains(&format!("Path={prefix}")), "{cookie}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jupyter_server_behind_the_shim_spawned_by_the_real_hub() {
+    let Some(jupyter) = crate::jupyter::jupyter() else {
+        return;
+    };
+    let args = vec![
+        "--jupyter".to_owned(),
+        jupyter.display().to_string(),
+        "--app".to_owned(),
+        "server".to_owned(),
+    ];
+    let Some(hub) = RealHub::start_shim_with(args).await else {
+        return;
+    };
+    hub.start_server().await;
+    let owner = hub.owner.clone();
+    let prefix = format!("/user/{owner}/");
+
+    // A browser logs in at the hub, then reaches Jupyter through the proxy and the shim.
+    let mut browser = browser_for(&hub);
+    hub.login_form(&mut browser, &owner).await;
+    let (resp, visited) = browser.follow(&prefix).await;
+    assert_eq!(resp.status(), 200, "{visited:#?}");
+    let xsrf = browser.jar.get("_xsrf").map(str::to_owned);
+    // The hub's _xsrf lives on /hub/; the server's own on its prefix.
+    let server_xsrf = browser
+        .jar
+        .cookies
+        .iter()
+        .find(|(n, _, p)| n == "_xsrf" && *p == prefix)
+        .map(|(_, v, _)| v.clone())
+        .unwrap_or_else(|| {
+            panic!(
+                "no _xsrf for {prefix}: {:?} (any: {xsrf:?})",
+                browser.jar.cookies
+            )
+        });
+    let resp = browser
+        .http
+        .post(hub.public_url(&format!("{prefix}api/contents")))
+        .header(
+            header::COOKIE,
+            browser.jar.header_for(&format!("{prefix}api/contents")),
+        )
+        .header("sec-fetch-mode", "cors")
+        .header("sec-fetch-site", "same-origin")
+        .header("x-xsrftoken", server_xsrf)
+        .json(&json!({"type": "file", "ext": ".txt"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{:?}", resp.text().await);
+
+    // A terminal over a websocket through chp-proxy and the shim, as the server's account.
+    let resp = hub
+        .http
+        .post(hub.public_url(&format!("{prefix}api/terminals")))
+        .header(
+            header::AUTHORIZATION,
+            format!("token {}", hub.token_for(&owner).await),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let name = resp.json::<Value>().await.unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ws_url = format!(
+        "ws://127.0.0.1:{}{prefix}terminals/websocket/{name}",
+        hub.public
+    );
+    let cookie = browser
+        .jar
+        .header_for(&format!("{prefix}terminals/websocket/{name}"));
+    let origin = hub.public_url("");
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(
+        &ws_url,
+        &[("cookie", &cookie), ("origin", &origin)],
+    ))
+    .await
+    .unwrap();
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(json!(["stdin", "id -un\r"]).to_string()))
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !seen.contains(&owner) {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("terminal output so far: {seen:?}"))
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = msg
+            && let Ok(Value::Array(a)) = serde_json::from_str::<Value>(&t)
+            && a[0] == "stdout"
+        {
+            seen.push_str(a[1].as_str().unwrap_or_default());
+        }
+    }
 }
