@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::info::hub_routes(&prefix))
         .merge(api::metrics::hub_routes(&prefix))
         .merge(crate::web::router(&prefix))
+        .fallback(crate::web::fallback)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_duration,

@@ -1,23 +1,19 @@
 //! `/hub/login` and `/hub/logout` (hub-protocol §9).
 
-use axum::extract::{Form, Query, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
 use hub_plugin::LoginForm;
 use minijinja::context;
-use serde::Deserialize;
 
 use crate::db::models::{api_tokens, spawners, users};
 use crate::login::{self, LoginError};
 use crate::state::AppState;
-use crate::web::{Browser, ErrorPage, render};
+use crate::web::{Browser, ErrorPage, PageForm, QueryArgs, found, render};
 
-/// Query of the login page.
-#[derive(Debug, Default, Deserialize)]
-pub struct NextQuery {
-    /// Where to go after logging in.
-    pub next: Option<String>,
-}
+/// Longest username a login may give (JupyterHub's column holds 255 characters). Longer ones
+/// are refused before the authenticator sees them.
+pub const MAX_USERNAME_CHARS: usize = 255;
 
 /// Where a logged-in user goes when no (valid) `next` was given: `hub.default_url`, else the
 /// spawn page (which opens a running server, or starts it) when `redirect_to_server` is on,
@@ -64,13 +60,13 @@ fn login_form_page(
 /// `GET /hub/login`: the form, or straight on to `next` when already logged in.
 pub async fn login_page(
     State(state): State<AppState>,
-    Query(query): Query<NextQuery>,
+    query: QueryArgs,
     browser: Browser,
 ) -> Response {
-    let next = browser.safe_next(&state, query.next.as_deref());
+    let next = browser.safe_next(&state, query.get("next"));
     if browser.user.is_some() {
         let target = next.unwrap_or_else(|| default_next(&state));
-        return browser.with_cookies(&state, Redirect::to(&target).into_response());
+        return browser.with_cookies(&state, found(&target));
     }
     login_form_page(&state, &browser, StatusCode::OK, next.as_deref(), "", None)
 }
@@ -79,10 +75,10 @@ pub async fn login_page(
 /// hub's rules. Success: cookies and 302 to `next`; failure: 403 with the form again.
 pub async fn login_submit(
     State(state): State<AppState>,
-    Query(query): Query<NextQuery>,
+    query: QueryArgs,
     headers: HeaderMap,
     browser: Browser,
-    Form(mut fields): Form<Vec<(String, String)>>,
+    PageForm(mut fields): PageForm,
 ) -> Response {
     let xsrf_field = fields
         .iter()
@@ -92,7 +88,7 @@ pub async fn login_submit(
     if let Err(refusal) = browser.check_xsrf(&state, &headers, xsrf_field.as_deref()) {
         return refusal.into_response();
     }
-    let next = browser.safe_next(&state, query.next.as_deref());
+    let next = browser.safe_next(&state, query.get("next"));
     let mut form = LoginForm::default();
     for (key, value) in fields.drain(..) {
         match key.as_str() {
@@ -116,6 +112,14 @@ pub async fn login_submit(
             Some(message),
         )
     };
+    if form.username.chars().count() > MAX_USERNAME_CHARS {
+        tracing::warn!(
+            "refused login: username of {} bytes starting {}",
+            form.username.len(),
+            auth_pam::loggable(&form.username)
+        );
+        return refused(&LoginError::Invalid.to_string());
+    }
     let accepted = match login::authenticate(&state, &form).await {
         Ok(accepted) => accepted,
         Err(LoginError::Failed(_)) => {
@@ -134,7 +138,7 @@ pub async fn login_submit(
     };
     tracing::info!(user = %user.name, "user logged in");
     let target = next.unwrap_or_else(|| default_next(&state));
-    browser.log_in(&state, &user, Redirect::to(&target).into_response())
+    browser.log_in(&state, &user, found(&target))
 }
 
 /// `GET /hub/logout`: ends the browser's session: OAuth tokens issued to it are deleted (only
@@ -143,10 +147,7 @@ pub async fn login_submit(
 pub async fn logout(State(state): State<AppState>, browser: Browser) -> Response {
     if let Some(identity) = &browser.user {
         let crate::access::Principal::User(user) = &identity.principal else {
-            return browser.log_out(
-                &state,
-                Redirect::to(&login_action(&state, None)).into_response(),
-            );
+            return browser.log_out(&state, found(&login_action(&state, None)));
         };
         if let Some(session_id) = browser.session_id.clone() {
             let result = state
@@ -167,10 +168,7 @@ pub async fn logout(State(state): State<AppState>, browser: Browser) -> Response
         }
         tracing::info!(user = %user.name, "user logged out");
     }
-    browser.log_out(
-        &state,
-        Redirect::to(&login_action(&state, None)).into_response(),
-    )
+    browser.log_out(&state, found(&login_action(&state, None)))
 }
 
 /// Stops every active server of `user` (`shutdown_on_logout`), without waiting for slow ones.

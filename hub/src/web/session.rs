@@ -3,7 +3,7 @@
 //! cookies a response sets or clears (hub-protocol §2.3, §5.1).
 
 use axum::extract::FromRequestParts;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use chrono::Utc;
 use http::header::{COOKIE, HOST, SET_COOKIE};
 use http::request::Parts;
@@ -15,7 +15,7 @@ use crate::identity::cookies::{self, HUB_LOGIN_COOKIE, SESSION_COOKIE, XSRF_COOK
 use crate::identity::tokens;
 use crate::identity::xsrf::{self, XsrfToken};
 use crate::state::AppState;
-use crate::web::{ErrorPage, Halt, next_url};
+use crate::web::{ErrorPage, Halt, found, next_url, query_value};
 
 /// The anonymous `_xsrf` cookie's lifetime.
 const ANONYMOUS_XSRF_MAX_AGE: u32 = 3600;
@@ -211,6 +211,27 @@ impl Browser {
         &self.path_and_query
     }
 
+    /// The `Host` the browser asked for.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
+    /// The scheme and authority browsers use to reach the hub: the public URL's, else the
+    /// request's (`https` when the proxy says so); `None` without a `Host`.
+    pub fn origin(&self, state: &AppState) -> Option<String> {
+        if let Some(url) = &state.config.hub.public_url {
+            let url = url.as_url();
+            let host = url.host_str()?;
+            return Some(match url.port() {
+                Some(port) => format!("{}://{host}:{port}", url.scheme()),
+                None => format!("{}://{host}", url.scheme()),
+            });
+        }
+        let host = self.host.as_deref()?;
+        let scheme = if self.secure { "https" } else { "http" };
+        Some(format!("{scheme}://{host}"))
+    }
+
     /// The logged-in user, or a redirect to the login page that comes back here.
     ///
     /// # Errors
@@ -219,16 +240,15 @@ impl Browser {
         match &self.user {
             Some(user) => Ok(user),
             None => Err(self
-                .with_cookies(
-                    state,
-                    Redirect::to(&login_url(state, Some(&self.path_and_query))).into_response(),
-                )
+                .with_cookies(state, found(&login_url(state, Some(&self.path_and_query))))
                 .into()),
         }
     }
 
     /// Checks the `_xsrf` token of a state-changing page request (form field `submitted`, or
     /// the `X-XSRFToken`/`X-CSRFToken` headers). GETs of pages are exempt, as in JupyterHub.
+    /// A state-changing request the browser marks as coming from another site
+    /// (`Sec-Fetch-Site: cross-site`) is refused whatever it carries.
     ///
     /// # Errors
     /// A 403 page.
@@ -238,6 +258,13 @@ impl Browser {
         headers: &HeaderMap,
         submitted: Option<&str>,
     ) -> Result<(), Halt> {
+        let read_only = matches!(self.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if !read_only && self.sec_fetch_site.as_deref() == Some("cross-site") {
+            return Err(ErrorPage::new(StatusCode::FORBIDDEN)
+                .message("Cross-site form submissions are not accepted.")
+                .render(state, Some(self))
+                .into());
+        }
         let request = xsrf::XsrfRequest {
             kind: xsrf::HandlerKind::Page,
             method: self.method.as_str(),
@@ -365,10 +392,7 @@ fn append_cookies(resp: &mut Response, values: Vec<String>) {
 pub fn login_url(state: &AppState, next: Option<&str>) -> String {
     let prefix = state.config.hub.hub_prefix();
     match next {
-        Some(next) => format!(
-            "{prefix}login?next={}",
-            percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC)
-        ),
+        Some(next) => format!("{prefix}login?next={}", query_value(next)),
         None => format!("{prefix}login"),
     }
 }

@@ -64,6 +64,46 @@ fn static_version() -> String {
     hex::encode(&digest.finalize()[..6])
 }
 
+/// `text` with the characters that matter in HTML text and quoted attributes escaped.
+pub fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Writes values into HTML templates escaped like minijinja does, except that `/` stays as
+/// it is (it needs no escaping, and paths and URLs stay readable in the page source).
+fn html_formatter(
+    out: &mut minijinja::Output<'_>,
+    state: &mut minijinja::State<'_, '_>,
+    value: &Value,
+) -> Result<(), Error> {
+    if *state.auto_escape() == minijinja::AutoEscape::Html
+        && !value.is_safe()
+        && !value.is_undefined()
+        && !value.is_none()
+        && value.as_str().is_some()
+    {
+        let text = value.as_str().unwrap_or_default();
+        return std::fmt::Write::write_str(out, &html_escape(text)).map_err(|_| {
+            Error::new(
+                minijinja::ErrorKind::WriteFailure,
+                "could not write a template value",
+            )
+        });
+    }
+    minijinja::escape_formatter(out, state, value)
+}
+
 /// The template environment.
 #[derive(Debug)]
 pub struct Templates {
@@ -108,6 +148,7 @@ impl Templates {
     /// The environment for `config`.
     pub fn new(config: &HubConfig) -> Self {
         let mut env = Environment::new();
+        env.set_formatter(html_formatter);
         let dirs = config.hub.template_paths.clone();
         env.set_loader(move |name| load(&dirs, name));
         let prefix = config.hub.hub_prefix();
@@ -210,6 +251,17 @@ mod tests {
             )
             .unwrap();
         assert!(!html.contains("<img src=x"));
-        assert!(html.contains("&lt;img src=x"));
+        assert!(html.contains("&#x27;&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"));
+        let html = templates
+            .render(
+                "login.html",
+                context! { login_url => "/hub/login?next=%2Fa&b=\"'", username => "<b>" },
+            )
+            .unwrap();
+        assert!(
+            html.contains("action=\"/hub/login?next=%2Fa&amp;b=&quot;&#x27;\""),
+            "{html}"
+        );
+        assert!(html.contains("value=\"&lt;b&gt;\""));
     }
 }
