@@ -189,7 +189,17 @@ impl TestHub {
         extra_config: &str,
         spawner: Option<Arc<dyn Spawner>>,
     ) -> Self {
-        Self::start_inner(backend, extra_config, spawner, None).await
+        Self::start_inner(backend, extra_config, spawner, None, None).await
+    }
+
+    /// Like [`TestHub::start_with`], with another authenticator too.
+    pub async fn start_with_authenticator(
+        backend: Backend,
+        extra_config: &str,
+        spawner: Option<Arc<dyn Spawner>>,
+        authenticator: Arc<dyn Authenticator>,
+    ) -> Self {
+        Self::start_inner(backend, extra_config, spawner, None, Some(authenticator)).await
     }
 
     /// Like [`TestHub::start_with`], with a real `chp-proxy` (see [`TestProxy`]) that the hub
@@ -200,7 +210,7 @@ impl TestHub {
         spawner: Option<Arc<dyn Spawner>>,
     ) -> Self {
         let proxy = TestProxy::start().await;
-        Self::start_inner(backend, extra_config, spawner, Some(proxy)).await
+        Self::start_inner(backend, extra_config, spawner, Some(proxy), None).await
     }
 
     async fn start_inner(
@@ -208,6 +218,7 @@ impl TestHub {
         extra_config: &str,
         spawner: Option<Arc<dyn Spawner>>,
         proxy: Option<TestProxy>,
+        authenticator: Option<Arc<dyn Authenticator>>,
     ) -> Self {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -230,7 +241,8 @@ impl TestHub {
         db.migrate().await.expect("migrate");
         let mock = Arc::new(MockSpawner::new());
         let spawner: Arc<dyn Spawner> = spawner.unwrap_or_else(|| mock.clone());
-        let authenticator: Arc<dyn Authenticator> = Arc::new(DummyAuthenticator::default());
+        let authenticator: Arc<dyn Authenticator> =
+            authenticator.unwrap_or_else(|| Arc::new(DummyAuthenticator::default()));
         let state = AppState::new(
             config,
             db,
@@ -621,5 +633,131 @@ impl TestProxy {
     /// A control for the hub (reconciliation only on demand).
     pub fn control(&self) -> hub::proxy::ProxyControl {
         hub::proxy::ProxyControl::new(self.client(), std::time::Duration::from_secs(3600))
+    }
+}
+
+/// A page response: status, headers and body text.
+#[derive(Debug)]
+pub struct PageResponse {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl PageResponse {
+    /// The `Location` header.
+    pub fn location(&self) -> Option<&str> {
+        self.headers.get("location").and_then(|v| v.to_str().ok())
+    }
+
+    /// Every `Set-Cookie` header.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    }
+
+    /// The `Set-Cookie` header that sets or clears `name`.
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies()
+            .into_iter()
+            .find(|c| c.starts_with(&format!("{name}=")))
+    }
+
+    /// The value of the hidden `_xsrf` field of a form on the page.
+    pub fn xsrf_field(&self) -> Option<String> {
+        let marker = "name=\"_xsrf\" value=\"";
+        let start = self.body.find(marker)? + marker.len();
+        let end = self.body[start..].find('"')? + start;
+        Some(self.body[start..end].to_owned())
+    }
+}
+
+/// Cookies a browser keeps across page requests (names only; paths are not modelled).
+#[derive(Debug, Clone, Default)]
+pub struct CookieJar {
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+impl CookieJar {
+    /// Applies the `Set-Cookie` headers of `resp` (a cleared cookie is dropped).
+    pub fn update(&mut self, resp: &PageResponse) {
+        for header in resp.set_cookies() {
+            let pair = header.split(';').next().unwrap_or("");
+            let Some((name, value)) = pair.split_once('=') else {
+                continue;
+            };
+            let cleared = header.contains("Max-Age=0") || value.is_empty() || value == "\"\"";
+            if cleared {
+                self.cookies.remove(name.trim());
+            } else {
+                self.cookies
+                    .insert(name.trim().to_owned(), value.trim().to_owned());
+            }
+        }
+    }
+
+    /// The value of cookie `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.cookies.get(name).map(String::as_str)
+    }
+
+    /// The `Cookie` header.
+    pub fn header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl TestHub {
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin)
+    }
+
+    /// Sends a page request: `cookie` as the `Cookie` header, `form` form-encoded, and extra
+    /// `headers`.
+    pub async fn page(
+        &self,
+        method: Method,
+        path: &str,
+        cookie: Option<&str>,
+        form: Option<&[(&str, &str)]>,
+        headers: &[(&str, &str)],
+    ) -> PageResponse {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(cookie) = cookie.filter(|c| !c.is_empty()) {
+            req = req.header("Cookie", cookie);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let Some(form) = form {
+            let body: String = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form.iter())
+                .finish();
+            req = req
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(body);
+        }
+        let resp = req.send().await.expect("page request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.unwrap_or_default();
+        PageResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// `GET path` with `cookie`.
+    pub async fn get_page(&self, path: &str, cookie: Option<&str>) -> PageResponse {
+        self.page(Method::GET, path, cookie, None, &[]).await
     }
 }
