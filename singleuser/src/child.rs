@@ -434,6 +434,8 @@ fn expand_home(path: &str, home: Option<&str>) -> String {
 pub struct Prepared {
     /// Program and arguments.
     pub argv: Vec<String>,
+    /// Variables added to the app's environment.
+    pub env: Vec<(String, String)>,
     /// Where it will listen.
     pub target: Target,
     /// Holds the socket, removed with it.
@@ -449,13 +451,65 @@ pub struct HostEnv<'a> {
     pub path: Option<&'a str>,
     /// `$XDG_RUNTIME_DIR`.
     pub runtime_dir: Option<&'a str>,
+    /// `$JUPYTER_CONFIG_PATH`.
+    pub jupyter_config_path: Option<&'a str>,
+}
+
+/// What JupyterLab's hub menu (Control Panel, Log Out, Share) needs to know, put in its page
+/// config as `jupyterhub-singleuser` does.
+#[derive(Debug, Clone, Copy)]
+pub struct HubInfo<'a> {
+    /// Public origin of the hub (`$JUPYTERHUB_HOST`).
+    pub hub_host: &'a str,
+    /// The hub's prefix, e.g. `/hub/`.
+    pub hub_prefix: &'a str,
+    /// The server's owner.
+    pub user: &'a str,
+    /// The server's name.
+    pub server_name: &'a str,
+}
+
+/// Writes `labconfig/page_config.json` with the hub's facts under `dir`, returning the new
+/// `JUPYTER_CONFIG_PATH` (JupyterLab merges every `labconfig/page_config.json` on that path
+/// into its page config; this one adds nothing else to Jupyter's configuration).
+fn write_lab_page_config(
+    dir: &Path,
+    hub: &HubInfo<'_>,
+    existing: Option<&str>,
+) -> std::io::Result<String> {
+    let config_dir = dir.join("config");
+    std::fs::create_dir_all(config_dir.join("labconfig"))?;
+    let page_config = serde_json::json!({
+        "hubHost": hub.hub_host,
+        "hubPrefix": hub.hub_prefix,
+        // The visitor is only known per request; the owner is the usual one.
+        "hubUser": hub.user,
+        "hubServerUser": hub.user,
+        "hubServerName": hub.server_name,
+        "shareUrl": format!("{}user-redirect", hub.hub_prefix),
+    });
+    std::fs::write(
+        config_dir.join("labconfig/page_config.json"),
+        serde_json::to_vec_pretty(&page_config)?,
+    )?;
+    let mut path = config_dir.display().to_string();
+    if let Some(existing) = existing.filter(|e| !e.is_empty()) {
+        path.push(':');
+        path.push_str(existing);
+    }
+    Ok(path)
 }
 
 /// Decides the command line and address of the app.
 ///
 /// # Errors
 /// When no private directory or free port can be had.
-pub fn prepare(spec: &ChildSpec, prefix: &str, host: HostEnv<'_>) -> std::io::Result<Prepared> {
+pub fn prepare(
+    spec: &ChildSpec,
+    prefix: &str,
+    host: HostEnv<'_>,
+    hub: &HubInfo<'_>,
+) -> std::io::Result<Prepared> {
     let dir = PrivateDir::create(host.runtime_dir.map(Path::new))?;
     match spec {
         ChildSpec::Jupyter {
@@ -517,7 +571,13 @@ pub fn prepare(spec: &ChildSpec, prefix: &str, host: HostEnv<'_>) -> std::io::Re
                 argv.push("--debug".to_owned());
             }
             argv.extend(extra_args.iter().cloned());
-            Ok(Prepared { argv, target, dir })
+            let config_path = write_lab_page_config(dir.path(), hub, host.jupyter_config_path)?;
+            Ok(Prepared {
+                argv,
+                env: vec![("JUPYTER_CONFIG_PATH".to_owned(), config_path)],
+                target,
+                dir,
+            })
         }
         ChildSpec::Command { template } => {
             let token = template.uses_token().then(random_token);
@@ -540,6 +600,7 @@ pub fn prepare(spec: &ChildSpec, prefix: &str, host: HostEnv<'_>) -> std::io::Re
             });
             Ok(Prepared {
                 argv,
+                env: Vec::new(),
                 target: Target { endpoint, token },
                 dir,
             })
@@ -555,13 +616,14 @@ pub fn prepare(spec: &ChildSpec, prefix: &str, host: HostEnv<'_>) -> std::io::Re
 ///
 /// # Errors
 /// When the program cannot be started.
-pub fn spawn(argv: &[String]) -> std::io::Result<tokio::process::Child> {
+pub fn spawn(argv: &[String], env: &[(String, String)]) -> std::io::Result<tokio::process::Child> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| std::io::Error::other("empty command"))?;
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .process_group(0)
         .kill_on_drop(false);
@@ -654,6 +716,13 @@ pub fn exit_code(status: ExitStatus) -> u8 {
 mod tests {
     use super::*;
 
+    const HUB: HubInfo<'static> = HubInfo {
+        hub_host: "",
+        hub_prefix: "/hub/",
+        user: "alice",
+        server_name: "",
+    };
+
     #[test]
     fn shell_like_words() {
         assert_eq!(
@@ -744,10 +813,23 @@ mod tests {
             "/user/alice/",
             HostEnv {
                 home: Some("/home/alice/"),
+                jupyter_config_path: Some("/etc/extra"),
                 ..HostEnv::default()
             },
+            &HUB,
         )
         .unwrap();
+        let (name, config_path) = &p.env[0];
+        assert_eq!(name, "JUPYTER_CONFIG_PATH");
+        let (mine, rest) = config_path.split_once(':').unwrap();
+        assert_eq!(rest, "/etc/extra");
+        let page: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(Path::new(mine).join("labconfig/page_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(page["hubPrefix"], "/hub/");
+        assert_eq!(page["hubServerUser"], "alice");
+        assert_eq!(page["shareUrl"], "/hub/user-redirect");
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(p.dir.path())
             .unwrap()
@@ -790,7 +872,7 @@ mod tests {
             debug: false,
             disable_user_config: false,
         };
-        let p = prepare(&spec, "/", HostEnv::default()).unwrap();
+        let p = prepare(&spec, "/", HostEnv::default(), &HUB).unwrap();
         let Endpoint::Tcp(addr) = p.target.endpoint else {
             panic!("expected tcp")
         };

@@ -98,6 +98,8 @@ pub struct OwnedHostEnv {
     pub path: Option<String>,
     /// `$XDG_RUNTIME_DIR`.
     pub runtime_dir: Option<String>,
+    /// `$JUPYTER_CONFIG_PATH`.
+    pub jupyter_config_path: Option<String>,
 }
 
 fn pass_on(pid: Pid, sig: Signal) {
@@ -213,12 +215,19 @@ async fn run_inner(
             home: host.home.as_deref(),
             path: host.path.as_deref(),
             runtime_dir: host.runtime_dir.as_deref(),
+            jupyter_config_path: host.jupyter_config_path.as_deref(),
+        },
+        &child::HubInfo {
+            hub_host: &config.hub.hub_host,
+            hub_prefix: &config.hub.hub_prefix,
+            user: &config.hub.user,
+            server_name: &config.hub.server_name,
         },
     )
     .context("preparing the app's private directory")?;
     let described = describe_command(&config.child, &prepared.argv);
-    let mut process =
-        child::spawn(&prepared.argv).with_context(|| format!("starting the app ({described})"))?;
+    let mut process = child::spawn(&prepared.argv, &prepared.env)
+        .with_context(|| format!("starting the app ({described})"))?;
     let pid = process
         .id()
         .and_then(|id| i32::try_from(id).ok())

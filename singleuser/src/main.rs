@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         home: env("HOME"),
         path: env("PATH"),
         runtime_dir: env("XDG_RUNTIME_DIR"),
+        jupyter_config_path: env("JUPYTER_CONFIG_PATH"),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
