@@ -852,3 +852,164 @@ async fn bad_configuration_exits_64_with_a_message() {
         assert!(text.contains(flag), "{flag} missing from --help");
     }
 }
+
+/// A CA, and a server and a client certificate it signed, as PEM files in `dir`.
+fn certificates(dir: &std::path::Path) -> [std::path::PathBuf; 5] {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |names: Vec<String>, usage| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(
+        vec!["127.0.0.1".into(), "localhost".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client_cert, client_key) = leaf(
+        vec!["client.test".into()],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server_cert),
+        ("server.key", server_key),
+        ("client.pem", client_cert),
+        ("client.key", client_key),
+    ];
+    files.map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn internal_tls_with_client_certificates() {
+    daemon_support::install_crypto_provider();
+    let hub = MockHub::start().await;
+    let port = free_port();
+    let dir = tempdir();
+    let [ca, server_cert, server_key, client_cert, client_key] = certificates(dir.path());
+    let mut env: Vec<(String, String)> = hub
+        .env_for_alice(port)
+        .into_iter()
+        .filter(|(k, _)| k != "JUPYTERHUB_SERVICE_URL")
+        .collect();
+    for (k, v) in [
+        (
+            "JUPYTERHUB_SERVICE_URL",
+            format!("https://127.0.0.1:{port}/user/alice/"),
+        ),
+        ("JUPYTERHUB_SSL_KEYFILE", server_key.display().to_string()),
+        ("JUPYTERHUB_SSL_CERTFILE", server_cert.display().to_string()),
+        ("JUPYTERHUB_SSL_CLIENT_CA", ca.display().to_string()),
+    ] {
+        env.push((k.to_owned(), v));
+    }
+    let command = echo_command("");
+    let shim = tokio::task::block_in_place(|| start_shim(port, &env, &["--command", &command]));
+    let token = hub.token_for("alice");
+    let tls_client = |with_certificate: bool| {
+        let tls = daemon_support::tls::ClientTls {
+            ca: Some(ca.clone()),
+            cert: with_certificate.then(|| client_cert.clone()),
+            key: with_certificate.then(|| client_key.clone()),
+            insecure: false,
+        }
+        .build()
+        .unwrap();
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .no_proxy()
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://127.0.0.1:{port}/user/alice/x");
+    let resp = tls_client(true)
+        .get(&url)
+        .header(header::AUTHORIZATION, format!("token {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let echo = json(resp).await;
+    assert_eq!(echo["headers"]["x-forwarded-proto"][0], "https");
+    // Without a client certificate from the CA, no TLS session.
+    assert!(tls_client(false).get(&url).send().await.is_err());
+    drop(shim);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cookie_secret_file_keeps_logins_across_restarts() {
+    let hub = MockHub::start().await;
+    let port = free_port();
+    let env = hub.env_for_alice(port);
+    let dir = tempdir();
+    let key = dir.path().join("cookie_secret");
+    let key_arg = key.display().to_string();
+    let command = echo_command("");
+    let args = [
+        "--command",
+        command.as_str(),
+        "--cookie-secret-file",
+        key_arg.as_str(),
+    ];
+    let shim = tokio::task::block_in_place(|| start_shim(port, &env, &args));
+    let mut browser = Browser::new(&hub, &shim);
+    assert_eq!(browser.login("alice", "/user/alice/").await.status(), 200);
+    let calls = hub
+        .state
+        .token_calls
+        .load(std::sync::atomic::Ordering::SeqCst);
+    drop(shim);
+    let shim = tokio::task::block_in_place(|| start_shim(port, &env, &args));
+    let resp = browser.navigate("/user/alice/").await;
+    assert_eq!(resp.status(), 200, "the cookie survived the restart");
+    assert_eq!(
+        hub.state
+            .token_calls
+            .load(std::sync::atomic::Ordering::SeqCst),
+        calls,
+        "no new login"
+    );
+    drop(shim);
+    // Without the file, a restart means a new key: the browser logs in again.
+    let args = ["--command", command.as_str()];
+    let _shim = tokio::task::block_in_place(|| start_shim(port, &env, &args));
+    let resp = browser.navigate("/user/alice/").await;
+    assert_eq!(resp.status(), 302);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_prefixed_cookies() {
+    let s = setup_with(&[], &[("JUPYTERHUB_COOKIE_HOST_PREFIX_ENABLED", "1")]).await;
+    let mut browser = Browser::new(&s.hub, &s.shim);
+    assert_eq!(browser.login("alice", "/user/alice/").await.status(), 200);
+    let state = browser
+        .jar
+        .seen
+        .iter()
+        .find(|c| c.starts_with("__Host-jupyterhub-user-alice-oauth-state="))
+        .unwrap();
+    let login = browser
+        .jar
+        .seen
+        .iter()
+        .find(|c| c.starts_with("__Host-jupyterhub-user-alice="))
+        .unwrap();
+    for cookie in [state, login] {
+        assert!(
+            cookie.contains("Path=/;") && cookie.contains("Secure"),
+            "{cookie}"
+        );
+    }
+}
