@@ -81,7 +81,7 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "POLICY", env = "JUPYTERHUB_SHIM_XSRF")]
     pub xsrf: Option<XsrfPolicy>,
 
-    /// Another origin (scheme://host[:port]) allowed to send cookie-authenticated requests
+    /// Another origin (`scheme://host`, or `scheme://host:port`) allowed to send cookie-authenticated requests
     /// and websockets, besides the Host of the request and $JUPYTERHUB_PUBLIC_URL. Repeat for
     /// several.
     #[arg(

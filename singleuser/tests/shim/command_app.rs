@@ -405,6 +405,14 @@ async fn concurrent_logins_in_two_tabs() {
     let (resp, visited) = browser.follow(&first).await;
     assert_eq!(resp.status(), 200, "{visited:?}");
     assert_eq!(json(resp).await["path"], "/user/alice/a");
+    // The late callback of the first tab found the browser logged in: no second token.
+    assert_eq!(
+        s.hub
+            .state
+            .token_calls
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     let names = browser.jar.names();
     assert!(
         names.iter().all(|n| !n.contains("oauth-state")),
@@ -1010,6 +1018,67 @@ async fn host_prefixed_cookies() {
         assert!(
             cookie.contains("Path=/;") && cookie.contains("Secure"),
             "{cookie}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_credential_reaches_the_log() {
+    let hub = MockHub::start().await;
+    let port = free_port();
+    let mut env = hub.env_for_alice(port);
+    env.push(("RUST_LOG".into(), "debug".into()));
+    let dir = tempdir();
+    let log = dir.path().join("shim.log");
+    let command = echo_command("");
+    let shim = tokio::task::block_in_place(|| {
+        start_shim_logging_to(
+            port,
+            &env,
+            &["--command", &command, "--xsrf", "token"],
+            Some(&log),
+        )
+    });
+    // A browser login, cookie requests (one refused), token requests, a websocket with ?token=.
+    let mut browser = Browser::new(&hub, &shim);
+    assert_eq!(browser.login("alice", "/user/alice/").await.status(), 200);
+    let refused = browser
+        .http
+        .post(shim.url("/user/alice/api/x"))
+        .header(header::COOKIE, browser.jar.header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let token = hub.token_for("alice");
+    let bob = hub.token_for("bob");
+    for t in [&token, &bob, &"not-a-token".to_owned()] {
+        client()
+            .get(shim.url("/user/alice/api/x"))
+            .header(header::AUTHORIZATION, format!("token {t}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let ws_url = format!("ws://127.0.0.1:{port}/user/alice/ws?token={token}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(&ws_url, &[]))
+        .await
+        .unwrap();
+    assert_eq!(ws_echo(&mut ws, "x").await, "echo:x");
+    drop(ws);
+    let mut shim = shim;
+    shim.signal(nix::sys::signal::Signal::SIGTERM);
+    tokio::task::block_in_place(|| shim.wait_exit(Duration::from_secs(20))).unwrap();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("logged in"), "the log has the login:\n{text}");
+    let mut secrets = hub.all_tokens();
+    secrets.push(SERVER_TOKEN.to_owned());
+    secrets.extend(browser.jar.cookies.iter().map(|(_, v, _)| v.clone()));
+    for secret in secrets.iter().filter(|s| s.len() >= 8) {
+        assert!(
+            !text.contains(secret.as_str()),
+            "{secret} is in the log:\n{text}"
         );
     }
 }

@@ -143,6 +143,11 @@ impl MockHub {
         token
     }
 
+    /// Every token the hub knows (API tokens and OAuth access tokens).
+    pub fn all_tokens(&self) -> Vec<String> {
+        self.state.tokens.lock().unwrap().keys().cloned().collect()
+    }
+
     pub fn revoke(&self, token: &str) {
         self.state.tokens.lock().unwrap().remove(token);
     }
@@ -423,7 +428,17 @@ impl Drop for Shim {
 
 /// Starts the shim with `env` and `args`; returns once it accepts connections.
 pub fn start_shim(port: u16, env: &[(String, String)], args: &[&str]) -> Shim {
-    let mut child = spawn_shim(env, args);
+    start_shim_logging_to(port, env, args, None)
+}
+
+/// [`start_shim`], with the shim's (and its app's) output going to `log`.
+pub fn start_shim_logging_to(
+    port: u16,
+    env: &[(String, String)],
+    args: &[&str],
+    log: Option<&Path>,
+) -> Shim {
+    let mut child = spawn_shim_logging_to(env, args, log);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -442,7 +457,15 @@ pub fn start_shim(port: u16, env: &[(String, String)], args: &[&str]) -> Shim {
 
 /// Spawns the shim without waiting.
 pub fn spawn_shim(env: &[(String, String)], args: &[&str]) -> Child {
+    spawn_shim_logging_to(env, args, None)
+}
+
+fn spawn_shim_logging_to(env: &[(String, String)], args: &[&str], log: Option<&Path>) -> Child {
     let mut cmd = Command::new(SHIM);
+    if let Some(path) = log {
+        let file = std::fs::File::create(path).unwrap();
+        cmd.stdout(file.try_clone().unwrap()).stderr(file);
+    }
     cmd.args(args).env_clear().stdin(Stdio::null()).env(
         "RUST_LOG",
         std::env::var("SHIM_TEST_LOG").unwrap_or_else(|_| "info".into()),
