@@ -267,12 +267,16 @@ async fn run_inner(
             return Ok(1);
         }
     }
-    let version_ok = tokio::select! {
-        r = version_check => r.map_err(anyhow::Error::from).and_then(|r| r),
-        status = process.wait() => {
-            let status = status?;
-            tracing::error!("the app exited: {status}");
-            return Ok(child::exit_code(status));
+    tokio::pin!(version_check);
+    let version_ok = loop {
+        tokio::select! {
+            r = &mut version_check => break r.map_err(anyhow::Error::from).and_then(|r| r),
+            status = process.wait() => {
+                let status = status?;
+                tracing::error!("the app exited: {status}");
+                return Ok(child::exit_code(status));
+            }
+            sig = signals.recv() => pass_on(pid, sig),
         }
     };
     if let Err(e) = version_ok {

@@ -1082,3 +1082,30 @@ async fn no_credential_reaches_the_log() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signals_during_startup_are_passed_on() {
+    // The hub does not answer, so the shim is still checking its version when the signal
+    // comes: the app gets it and the shim leaves with the app's status, without waiting.
+    let hub = MockHub::start().await;
+    let port = free_port();
+    let mut env = hub.env_for_alice(port);
+    let nowhere = free_port();
+    for (k, v) in &mut env {
+        if k == "JUPYTERHUB_API_URL" {
+            *v = format!("http://127.0.0.1:{nowhere}/hub/api");
+        }
+    }
+    let mut child = spawn_shim(&env, &["--command", &echo_command("")]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(child.try_wait().unwrap().is_none(), "still starting");
+    let started = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::task::block_in_place(|| child.wait()).unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
