@@ -14,6 +14,6 @@ pub mod test_util;
 
 pub use auth::{AuthError, AuthModel, Authenticator, LoginForm};
 pub use spawner::{
-    PollStatus, ProgressEvent, ProgressSender, ServerRef, SpawnContext, SpawnError, Spawner,
-    Started,
+    PollStatus, ProgressEvent, ProgressSender, ServerRef, ServerReport, SpawnContext, SpawnError,
+    Spawner, Started,
 };

@@ -97,6 +97,16 @@ pub struct Started {
     pub state: Value,
 }
 
+/// What a starting server reported about itself through the hub's API
+/// (`POST /hub/api/batchspawner`, batchspawner's API extension): servers whose port is only
+/// known once they run (a batch job on a node picks a free port there) tell the hub where they
+/// listen, and the hub hands the report to [`Spawner::server_reported`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerReport {
+    /// The port the server listens on (1–65535).
+    pub port: u16,
+}
+
 /// The result of [`Spawner::poll`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollStatus {
@@ -172,6 +182,31 @@ pub trait Spawner: Send + Sync + std::fmt::Debug + 'static {
         _url: &str,
     ) -> Result<bool, SpawnError> {
         Ok(true)
+    }
+
+    /// Takes what a starting server reported about itself (see [`ServerReport`]); the hub
+    /// calls it for reports made with the server's own API token, so `server` is the server
+    /// that token was issued to. Only the host the spawner knows (for example the node a batch
+    /// job runs on) is ever combined with a reported port: a server cannot send the hub to an
+    /// address of its choosing.
+    ///
+    /// The default refuses with 404: most spawners know where their servers listen.
+    ///
+    /// # Errors
+    /// [`SpawnError::Refused`] when the spawner takes no reports, or none for this server now.
+    async fn server_reported(
+        &self,
+        server: &ServerRef,
+        _report: &ServerReport,
+    ) -> Result<(), SpawnError> {
+        Err(SpawnError::Refused {
+            message: format!(
+                "The {} spawner does not take reports from servers ({})",
+                self.kind(),
+                server.full_name()
+            ),
+            status: 404,
+        })
     }
 
     /// Removes everything kept for a server that is deleted for good (e.g. volumes); the
