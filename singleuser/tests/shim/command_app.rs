@@ -799,8 +799,10 @@ async fn signals_are_passed_on() {
 async fn the_app_dies_with_a_killed_shim() {
     let hub = MockHub::start().await;
     let port = free_port();
-    let env = hub.env_for_alice(port);
+    let mut env = hub.env_for_alice(port);
     let dir = tempdir();
+    // A killed shim cannot remove its private directory: keep it inside the test's.
+    env.push(("TMPDIR".into(), dir.path().display().to_string()));
     let pidfile = dir.path().join("app.pid");
     let command = format!(
         "sh -c 'echo $$ > {}; exec python3 {} --port \"$0\"' {{port}}",
