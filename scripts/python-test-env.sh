@@ -80,12 +80,14 @@ mkdir -p "$parent"
 if ((singleuser)); then
     owner="$(stat -c %u "$parent")"
     mode="$(stat -c %a "$parent")"
-    [[ "$owner" == "$(id -u)" ]] || die "$parent belongs to uid $owner, not to $(id -u): remove it or set JHRS_SINGLEUSER_VENV"
+    [[ "$owner" == "$(id -u)" || "$owner" == 0 ]] || die "$parent belongs to uid $owner, neither to $(id -u) nor to root: remove it or set JHRS_SINGLEUSER_VENV"
     (( (8#$mode & 8#022) == 0 )) || die "$parent is writable by others (mode $mode): remove it or set JHRS_SINGLEUSER_VENV"
 fi
 
 # One run at a time per venv: the tests may call this script from several processes at once.
-exec 9>"$VENV.lock"
+# (Read-only once it exists, so that other accounts can use a venv root made.)
+[[ -e "$VENV.lock" ]] || : >"$VENV.lock"
+exec 9<"$VENV.lock"
 flock 9
 
 # --- the venv --------------------------------------------------------------------------------

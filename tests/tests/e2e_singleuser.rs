@@ -556,7 +556,6 @@ async fn check_token_access(hub: &Hub, user: &str, token: &str) -> TestResult {
 /// Login form, spawn, OAuth and the server's API in a browser; another user is refused; stop
 /// and start again; the hub restarted with the server running finds it again.
 #[tokio::test]
-#[ignore = "needs the hub's spawn and spawn-pending pages, /hub/user/ redirects and the OAuth2 provider (hub-protocol §4, §9)"]
 async fn browser_login_spawn_oauth_stop_and_hub_restart() -> TestResult {
     let mut people = People::new();
     let (alice, alice_account) = people.person("jhrs_a")?;
@@ -789,7 +788,6 @@ fn pam_config(service: &str, user: &str) -> String {
 /// with 403; the right one leads through spawn and OAuth to a server running under the
 /// user's uid.
 #[tokio::test]
-#[ignore = "needs the hub's spawn and spawn-pending pages and the OAuth2 provider (hub-protocol §4, §9)"]
 async fn pam_browser_login_runs_the_server_as_the_user() -> TestResult {
     let mut accounts = Accounts::new();
     let password = format!("Pw-{}-{}", random_suffix(), random_suffix());
