@@ -741,3 +741,48 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .map(|d| Path::new(d).join(program))
         .find(|p| p.is_file())
 }
+
+/// The value of the hidden input `name` in a page.
+pub fn hidden_field(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\""))?;
+    let tag_start = html[..at].rfind('<')?;
+    let tag_end = at + html[at..].find('>')?;
+    let tag = &html[tag_start..tag_end];
+    let value = tag.split("value=\"").nth(1)?.split('"').next()?;
+    Some(
+        value
+            .replace("&#x2f;", "/")
+            .replace("&#x3d;", "=")
+            .replace("&#43;", "+")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// Logs `browser` in at a hub's login form (`origin` is where the hub's pages are), as a
+/// person would: the form, its `_xsrf`, any password (dummy authenticator).
+pub async fn login_at_hub(browser: &mut Browser, origin: &str, user: &str) {
+    let page = browser.navigate(&format!("{origin}/hub/login")).await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let xsrf = hidden_field(&html, "_xsrf").expect("the login form's _xsrf");
+    let resp = browser
+        .http
+        .post(format!("{origin}/hub/login"))
+        .header(header::COOKIE, browser.jar.header_for("/hub/login"))
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", origin)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("_xsrf", &xsrf)
+                .append_pair("username", user)
+                .append_pair("password", "any")
+                .finish(),
+        )
+        .send()
+        .await
+        .unwrap();
+    browser.jar.absorb(&resp);
+    assert_eq!(resp.status(), 302, "login: {:?}", resp.text().await);
+}

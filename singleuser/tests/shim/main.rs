@@ -9,4 +9,5 @@
 mod command_app;
 mod common;
 mod jupyter;
+mod jupyterhub_reference;
 mod real_hub;

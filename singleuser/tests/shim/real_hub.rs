@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-fn binary(var: &str, name: &str) -> Option<PathBuf> {
+pub fn binary(var: &str, name: &str) -> Option<PathBuf> {
     if let Ok(path) = std::env::var(var) {
         return Some(PathBuf::from(path));
     }
@@ -73,7 +73,7 @@ impl Drop for RealHub {
     }
 }
 
-fn python() -> String {
+pub fn python() -> String {
     if Path::new("/usr/bin/python3").is_file() {
         "/usr/bin/python3".into()
     } else {
@@ -281,46 +281,8 @@ poll_interval = 1
 
     /// Logs a browser in at the hub's login form (dummy authenticator).
     async fn login_form(&self, browser: &mut Browser, user: &str) {
-        let page = browser.navigate("/hub/login").await;
-        assert_eq!(page.status(), 200);
-        let html = page.text().await.unwrap();
-        let xsrf = hidden_field(&html, "_xsrf").expect("the login form's _xsrf");
-        let resp = browser
-            .http
-            .post(self.public_url("/hub/login"))
-            .header(header::COOKIE, browser.jar.header_for("/hub/login"))
-            .header("sec-fetch-mode", "navigate")
-            .header("sec-fetch-site", "same-origin")
-            .header("origin", self.public_url(""))
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(
-                url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair("_xsrf", &xsrf)
-                    .append_pair("username", user)
-                    .append_pair("password", "any")
-                    .finish(),
-            )
-            .send()
-            .await
-            .unwrap();
-        browser.jar.absorb(&resp);
-        assert_eq!(resp.status(), 302, "login: {:?}", resp.text().await);
+        login_at_hub(browser, &self.public_url(""), user).await;
     }
-}
-
-/// The value of the hidden input `name` in a page.
-fn hidden_field(html: &str, name: &str) -> Option<String> {
-    let at = html.find(&format!("name=\"{name}\""))?;
-    let tag_start = html[..at].rfind('<')?;
-    let tag_end = at + html[at..].find('>')?;
-    let tag = &html[tag_start..tag_end];
-    let value = tag.split("value=\"").nth(1)?.split('"').next()?;
-    Some(
-        value
-            .replace("&#x2f;", "/")
-            .replace("&amp;", "&")
-            .replace("&#x3d;", "="),
-    )
 }
 
 fn browser_for(hub: &RealHub) -> Browser {
