@@ -342,6 +342,23 @@ async fn tokens_websockets_activity_and_stop_through_the_real_hub() {
     let resp = get(None, &format!("{prefix}api/x")).await.unwrap();
     assert_eq!(resp.status(), 403);
 
+    // Sharing the server with bob lets him in once the cached answer has expired.
+    let (status, body) = hub
+        .admin(
+            reqwest::Method::POST,
+            &format!("/shares/{owner}/"),
+            Some(json!({"user": "bob"})),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    let shared = eventually(Duration::from_secs(5), async || {
+        get(Some(&bob_token), &format!("{prefix}api/x"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(shared, "bob never got in through the share");
+
     // Websockets through chp-proxy and the shim.
     let ws_url = format!("ws://127.0.0.1:{}{prefix}ws", hub.public);
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(
