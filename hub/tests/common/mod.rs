@@ -123,7 +123,7 @@ fn postgres_server_url() -> String {
 }
 
 /// A fresh database on the test PostgreSQL server.
-fn fresh_postgres_db() -> String {
+fn fresh_postgres_db() -> PgDatabase {
     let server = postgres_server_url();
     let name = format!("hubtest_{}", uuid::Uuid::new_v4().simple());
     let mut admin = diesel::PgConnection::establish(&server)
@@ -131,9 +131,31 @@ fn fresh_postgres_db() -> String {
     diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
         .execute(&mut admin)
         .expect("create test database");
-    match server.rsplit_once('/') {
+    let url = match server.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{name}"),
         None => panic!("unexpected postgres url {server}"),
+    };
+    PgDatabase { server, name, url }
+}
+
+/// A test's own PostgreSQL database, dropped (with any connections still open) when the test
+/// ends, passed or failed, so a test run does not fill the disk with databases.
+pub struct PgDatabase {
+    server: String,
+    name: String,
+    pub url: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let Ok(mut admin) = diesel::PgConnection::establish(&self.server) else {
+            return;
+        };
+        let _ = diesel::sql_query(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin);
     }
 }
 
@@ -173,6 +195,8 @@ pub struct TestHub {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
+    /// Dropped last: the database outlives the hub's connections to it.
+    _pg: Option<PgDatabase>,
     /// The `chp-proxy` of [`TestHub::start_with_proxy`].
     pub proxy: Option<TestProxy>,
 }
@@ -222,14 +246,20 @@ impl TestHub {
     ) -> Self {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
+        let mut pg = None;
         let db_url = match backend {
             Backend::Sqlite => format!(
                 "sqlite:///{}",
                 dir.path().join("jupyterhub.sqlite").display()
             ),
-            Backend::Postgres => tokio::task::spawn_blocking(fresh_postgres_db)
-                .await
-                .expect("pg"),
+            Backend::Postgres => {
+                let db = tokio::task::spawn_blocking(fresh_postgres_db)
+                    .await
+                    .expect("pg");
+                let url = db.url.clone();
+                pg = Some(db);
+                url
+            }
         };
         let (hub_keys, extra_config) = split_hub_keys(extra_config);
         let text = format!(
@@ -279,6 +309,7 @@ impl TestHub {
             task: Some(task),
             _dir: dir,
             proxy,
+            _pg: pg,
         }
     }
 
