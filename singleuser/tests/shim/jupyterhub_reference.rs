@@ -4,9 +4,9 @@
 //! `chp-proxy` as JupyterHub's proxy. This is the check that the hub sees the shim exactly as it
 //! sees `jupyterhub-singleuser`.
 //!
-//! Needs the venv of `scripts/python-test-env.sh bench` (`$JHRS_CACHE/venv`, by default
-//! `~/.cache/jupyterhub-rs/venv`) and `cargo build -p chp-proxy`; without them these tests say
-//! so and pass without running.
+//! Needs JupyterHub 6.1.1 from a venv of `scripts/python-test-env.sh` (`bench`:
+//! `$JHRS_CACHE/venv`, or `singleuser`: `$JHRS_SINGLEUSER_VENV`) and `cargo build -p chp-proxy`;
+//! without them these tests say so and pass without running.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -21,22 +21,27 @@ use crate::real_hub::{binary, python};
 const SERVICE_TOKEN: &str = "reference-service-token-0123456789";
 
 fn jupyterhub() -> Option<PathBuf> {
-    let cache = std::env::var("JHRS_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
+    let cache = std::env::var("JHRS_CACHE").map_or_else(
+        |_| {
             PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
                 .join(".cache/jupyterhub-rs")
-        });
-    let bin = cache.join("venv/bin/jupyterhub");
-    if bin.is_file() {
-        Some(bin)
-    } else {
+        },
+        PathBuf::from,
+    );
+    let singleuser = std::env::var("JHRS_SINGLEUSER_VENV")
+        .unwrap_or_else(|_| "/var/tmp/jupyterhub-rs/venv-singleuser".into());
+    // Both venvs hold JupyterHub 6.1.1.
+    let candidates = [
+        cache.join("venv/bin/jupyterhub"),
+        PathBuf::from(singleuser).join("bin/jupyterhub"),
+    ];
+    let found = candidates.iter().find(|p| p.is_file()).cloned();
+    if found.is_none() {
         eprintln!(
-            "SKIPPED: no JupyterHub 6.1.1 at {} (run scripts/python-test-env.sh bench)",
-            bin.display()
+            "SKIPPED: no JupyterHub 6.1.1 at {candidates:?} (run scripts/python-test-env.sh bench)"
         );
-        None
     }
+    found
 }
 
 struct Reference {
