@@ -76,7 +76,7 @@ pub async fn run(
     }
     let secret = cookie_secret::load_for(&config.hub).context("cookie secret")?;
     let authenticator = plugins::authenticator(&config).context("authenticator")?;
-    let spawner = plugins::spawner(&config);
+    let spawner = plugins::spawner(&config).context("spawner")?;
     let listener = TcpListener::bind(config.hub.hub_bind_addr())
         .await
         .with_context(|| format!("binding the hub to {}", config.hub.hub_bind_addr()))?;

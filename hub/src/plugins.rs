@@ -2,15 +2,19 @@
 //!
 //! Built in here: the dummy authenticator (any name; an optional shared password, for tests
 //! and demos) and the shared-password authenticator (JupyterHub 5.3's, for workshops). The
-//! local spawner is the `spawner-local` crate, set up from the `[spawner]` section. The PAM
-//! authenticator is the `auth-pam` crate, set up from `[authenticator.pam]`.
+//! local spawner is the `spawner-local` crate, set up from the `[spawner]` section; the batch
+//! spawners (`slurm`, `batch`) are the `spawner-slurm` crate, set up from `[spawner]`,
+//! `[spawner.slurm]` and `[spawner.batch]`. The PAM authenticator is the `auth-pam` crate, set
+//! up from `[authenticator.pam]`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use auth_pam::{PamAuthenticator, PamConfig};
 use hub_plugin::{AuthError, AuthModel, Authenticator, LoginForm, Spawner};
 use spawner_local::{LocalProcessSpawner, LocalSpawnerConfig};
+use spawner_slurm::{BatchConfig, BatchSpawner, Preset, SlurmRequest};
 use subtle::ConstantTimeEq;
 
 use crate::config::{AuthenticatorClass, HubConfig, Secret, SpawnerClass, SpawnerSection};
@@ -151,12 +155,107 @@ fn local_spawner_config(section: &SpawnerSection) -> LocalSpawnerConfig {
     }
 }
 
+/// How long the batch spawner gives a job by default: the hub's start timeout less a tenth,
+/// at most 10 s less, so the spawner's own message (and cancel) comes first.
+fn batch_start_timeout(hub_start_timeout: Duration) -> Duration {
+    hub_start_timeout.saturating_sub((hub_start_timeout / 10).min(Duration::from_secs(10)))
+}
+
+/// The batch spawner's settings: the Slurm preset (for `slurm`) or nothing (for `batch`), with
+/// every command and pattern set in `[spawner.batch]` replacing the preset's.
+fn batch_spawner_config(section: &SpawnerSection) -> BatchConfig {
+    let mut config = match section.class {
+        SpawnerClass::Slurm => {
+            let s = &section.slurm;
+            BatchConfig::slurm(&SlurmRequest {
+                partition: s.partition.clone(),
+                account: s.account.clone(),
+                qos: s.qos.clone(),
+                reservation: s.reservation.clone(),
+                time: s.time.clone(),
+                memory: s.memory.clone(),
+                cpus: s.cpus.clone(),
+                gpus: s.gpus.clone(),
+                constraint: s.constraint.clone(),
+                directives: s.directives.clone(),
+                prologue: s.prologue.clone(),
+                epilogue: s.epilogue.clone(),
+                srun: s.srun.clone(),
+                output: s.output.clone(),
+            })
+        }
+        _ => BatchConfig::new(Preset::empty()),
+    };
+    let b = &section.batch;
+    let p = &mut config.preset;
+    let set_words = |target: &mut Vec<String>, value: &Option<Vec<String>>| {
+        if let Some(words) = value {
+            target.clone_from(words);
+        }
+    };
+    set_words(&mut p.submit, &b.submit);
+    set_words(&mut p.status, &b.status);
+    set_words(&mut p.cancel, &b.cancel);
+    set_words(&mut p.details, &b.details);
+    let set_text = |target: &mut String, value: &Option<String>| {
+        if let Some(text) = value {
+            target.clone_from(text);
+        }
+    };
+    set_text(&mut p.script, &b.script);
+    set_text(&mut p.job_id_pattern, &b.job_id_pattern);
+    set_text(&mut p.running_pattern, &b.running_pattern);
+    set_text(&mut p.pending_pattern, &b.pending_pattern);
+    set_text(&mut p.host_pattern, &b.host_pattern);
+    if let Some(unknown) = &b.unknown_pattern {
+        p.unknown_pattern = (!unknown.is_empty()).then(|| unknown.clone());
+    }
+    if let Some(words) = &b.cancel_by_name {
+        p.cancel_by_name = (!words.is_empty()).then(|| words.clone());
+    }
+    for (name, value) in &b.variables {
+        config
+            .variables
+            .insert(name.clone(), serde_json::Value::String(value.clone()));
+    }
+    config.options = b.options.clone();
+    config.options_form = b.options_form.clone();
+    config.cmd = section.cmd.argv().to_vec();
+    config.args = section.args.clone();
+    config.wrapper = b.wrapper.clone();
+    config.ip = b.ip;
+    config.port = section.port;
+    config.environment = section.environment.clone();
+    config.command_env_keep = b.command_env_keep.clone();
+    config.start_timeout = b
+        .start_timeout
+        .unwrap_or_else(|| batch_start_timeout(section.start_timeout));
+    config.status_interval = b.status_interval;
+    config.stop_timeout = b.stop_timeout;
+    config.command_timeout = b.command_timeout;
+    config
+}
+
 /// The spawner `config` selects.
-pub fn spawner(config: &HubConfig) -> Arc<dyn Spawner> {
+///
+/// # Errors
+/// When its settings cannot work (e.g. a batch spawner's pattern or template that does not
+/// compile, or a command that is not set).
+pub fn spawner(config: &HubConfig) -> Result<Arc<dyn Spawner>, PluginError> {
     match config.spawner.class {
-        SpawnerClass::Local => Arc::new(LocalProcessSpawner::new(local_spawner_config(
+        SpawnerClass::Local => Ok(Arc::new(LocalProcessSpawner::new(local_spawner_config(
             &config.spawner,
-        ))),
+        )))),
+        SpawnerClass::Slurm | SpawnerClass::Batch => {
+            let settings = batch_spawner_config(&config.spawner);
+            let spawner = BatchSpawner::new(settings).map_err(|e| {
+                PluginError(format!(
+                    "spawner.batch ({} spawner): {e}",
+                    config.spawner.class.as_str()
+                ))
+            })?;
+            Ok(Arc::new(spawner))
+        }
     }
 }
 
@@ -209,7 +308,7 @@ mod tests {
         config.spawner.args = vec!["--debug".into()];
         config.spawner.port = 9999;
         config.spawner.notebook_dir = Some("~/work".into());
-        assert_eq!(spawner(&config).kind(), "local");
+        assert_eq!(spawner(&config).unwrap().kind(), "local");
         let local = local_spawner_config(&config.spawner);
         assert_eq!(local.cmd, ["jupyterhub-singleuser"]);
         assert_eq!(local.args, ["--debug"]);
@@ -241,5 +340,60 @@ mod tests {
             Some(std::path::Path::new("/var/log/jupyterhub"))
         );
         assert_eq!(local.term_timeout, std::time::Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn slurm_spawner_from_the_spawner_sections() {
+        let mut config = HubConfig::default();
+        config.spawner.class = SpawnerClass::Slurm;
+        config.spawner.start_timeout = Duration::from_secs(600);
+        config.spawner.port = 0;
+        config.spawner.slurm.partition = "gpu".into();
+        config.spawner.slurm.directives = vec!["--exclusive".into()];
+        config.spawner.batch.status = Some(vec!["squeue".into(), "{{ job_id }}".into()]);
+        config.spawner.batch.cancel_by_name = Some(Vec::new());
+        config
+            .spawner
+            .batch
+            .variables
+            .insert("cluster".into(), "c1".into());
+        config
+            .spawner
+            .batch
+            .options
+            .insert("partition".into(), "gpu|debug".into());
+        assert_eq!(spawner(&config).unwrap().kind(), "slurm");
+        let batch = batch_spawner_config(&config.spawner);
+        assert_eq!(batch.preset.submit, ["sbatch", "--parsable"]);
+        assert_eq!(batch.preset.status, ["squeue", "{{ job_id }}"]);
+        assert_eq!(batch.preset.cancel, ["scancel", "{{ job_id }}"]);
+        assert_eq!(batch.preset.cancel_by_name, None);
+        assert_eq!(batch.variables["partition"], "gpu");
+        assert_eq!(
+            batch.variables["directives"],
+            serde_json::json!(["--exclusive"])
+        );
+        assert_eq!(batch.variables["cluster"], "c1");
+        assert_eq!(batch.cmd, ["jupyterhub-singleuser"]);
+        assert_eq!(batch.wrapper, ["batchspawner-singleuser"]);
+        assert_eq!(batch.ip.to_string(), "0.0.0.0");
+        assert_eq!(batch.start_timeout, Duration::from_secs(590));
+        assert_eq!(
+            batch_start_timeout(Duration::from_secs(60)),
+            Duration::from_secs(54)
+        );
+
+        // `batch` has no preset: without commands it cannot work, and says what is missing.
+        config.spawner.class = SpawnerClass::Batch;
+        let err = spawner(&config).unwrap_err().to_string();
+        assert!(
+            err.contains("spawner.batch (batch spawner): submit is not set"),
+            "{err}"
+        );
+        // A bad pattern is named.
+        config.spawner.class = SpawnerClass::Slurm;
+        config.spawner.batch.running_pattern = Some("(".into());
+        let err = spawner(&config).unwrap_err().to_string();
+        assert!(err.contains("running_pattern"), "{err}");
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod activity;
 pub mod authorizations;
+pub mod batchspawner;
 pub mod extract;
 pub mod groups;
 pub mod info;
@@ -36,4 +37,5 @@ pub fn router() -> Router<AppState> {
         .merge(proxy::router())
         .merge(shutdown::router())
         .merge(authorizations::router())
+        .merge(batchspawner::router())
 }

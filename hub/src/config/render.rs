@@ -50,6 +50,35 @@ pub(crate) const LEAF_EXAMPLES: &[(&str, &str)] = &[
         "spawner.server_token_scopes",
         "[\"users:activity!user\", \"access:servers!server\"]",
     ),
+    // A PBS Pro site described for the `batch` spawner.
+    ("spawner.batch.submit", r#"["qsub"]"#),
+    (
+        "spawner.batch.script",
+        r##""#!/bin/sh\n#PBS -N {{ job_name }}\n#PBS -l walltime=8:00:00\n{{ cmd }}\n""##,
+    ),
+    ("spawner.batch.job_id_pattern", r"'^\s*(\S+)\s*$'"),
+    (
+        "spawner.batch.status",
+        r#"["qstat", "-f", "-x", "{{ job_id }}"]"#,
+    ),
+    ("spawner.batch.running_pattern", "'job_state = R'"),
+    ("spawner.batch.pending_pattern", "'job_state = [QH]'"),
+    (
+        "spawner.batch.unknown_pattern",
+        "'Connection refused|cannot connect to server'",
+    ),
+    ("spawner.batch.host_pattern", r"'exec_host = ([\w.-]+)/'"),
+    (
+        "spawner.batch.details",
+        r"['job_state = (?P<state>\w)', 'comment = (?P<reason>.+)']",
+    ),
+    ("spawner.batch.cancel", r#"["qdel", "{{ job_id }}"]"#),
+    ("spawner.batch.cancel_by_name", "[]"),
+    (
+        "spawner.batch.options_form",
+        r#"'<select name="partition"><option>debug</option><option>gpu</option></select>'"#,
+    ),
+    ("spawner.batch.start_timeout", "600"),
 ];
 
 /// Example entries for the tables that are empty by default.

@@ -373,18 +373,24 @@ config_section! {
     /// `LocalProcessSpawner.*` settings.
     pub struct SpawnerSection {
         /// Which spawner starts servers: `local` (local processes, as the user's system
-        /// account when the hub runs as root). JupyterHub class names are accepted too.
+        /// account when the hub runs as root), `slurm` (batch jobs on a Slurm cluster, see
+        /// `[spawner.slurm]`) or `batch` (batch jobs on another scheduler, driven by the
+        /// commands of `[spawner.batch]`). JupyterHub and batchspawner class names are
+        /// accepted too.
         pub class: SpawnerClass = SpawnerClass::Local,
         /// The single-user server program. It reads everything else from the `JUPYTERHUB_*`
         /// environment the hub gives it.
         pub cmd: Command = Command::new("jupyterhub-singleuser", []),
         /// Extra arguments for `cmd`.
         pub args: Vec<String> = Vec::new(),
-        /// IP address single-user servers listen on.
+        /// IP address single-user servers listen on (`local` spawner; batch jobs use
+        /// `spawner.batch.ip`).
         pub ip: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST),
-        /// Port single-user servers listen on; 0 picks a free port for each.
+        /// Port single-user servers listen on; 0 picks a free port for each (with `slurm` and
+        /// `batch`: the server picks one on its node and reports it to the hub).
         pub port: u16 = 0,
-        /// Seconds a server may take to start before the start counts as failed.
+        /// Seconds a server may take to start before the start counts as failed. For batch
+        /// jobs this includes the time in the queue: raise it (to 300 or more).
         pub start_timeout: Duration = Duration::from_secs(60),
         /// Seconds a started server may take to answer HTTP before the start counts as failed.
         pub http_timeout: Duration = Duration::from_secs(30),
@@ -425,6 +431,11 @@ config_section! {
         pub term_timeout: Duration = Duration::from_secs(5),
         /// `local` spawner: seconds a stop waits after SIGKILL before reporting failure.
         pub kill_timeout: Duration = Duration::from_secs(5),
+        /// What each server's job asks Slurm for (`slurm` spawner).
+        pub slurm: SlurmSection = SlurmSection::default(),
+        /// The commands and patterns that drive the scheduler (`batch` spawner; the `slurm`
+        /// spawner takes each one left unset from its Slurm preset), and settings of both.
+        pub batch: BatchSection = BatchSection::default(),
     }
 }
 
@@ -443,6 +454,120 @@ fn default_env_keep() -> Vec<String> {
     ]
     .map(str::to_owned)
     .to_vec()
+}
+
+config_section! {
+    /// What each server's job asks Slurm for (`slurm` spawner). Every key is also a variable
+    /// of the job script (`{{ partition }}`), which a user option of the same name replaces
+    /// when `spawner.batch.options` allows that option. Empty values are left out of the
+    /// script, so Slurm's own defaults apply.
+    pub struct SlurmSection {
+        /// `--partition` of the job.
+        pub partition: String = String::new(),
+        /// `--account` the job is charged to.
+        pub account: String = String::new(),
+        /// `--qos` of the job.
+        pub qos: String = String::new(),
+        /// `--reservation` the job runs in.
+        pub reservation: String = String::new(),
+        /// `--time`: the job's time limit, such as `8:00:00`. Slurm ends the server then.
+        pub time: String = String::new(),
+        /// `--mem`: memory of the job, such as `4G`.
+        pub memory: String = String::new(),
+        /// `--cpus-per-task`: CPUs of the job, such as `2`.
+        pub cpus: String = String::new(),
+        /// GPUs of the job, such as `1` (`--gres=gpu:1`).
+        pub gpus: String = String::new(),
+        /// `--constraint`: node features the job needs.
+        pub constraint: String = String::new(),
+        /// More `#SBATCH` lines, each without the `#SBATCH ` prefix, such as `--exclusive`.
+        pub directives: Vec<String> = Vec::new(),
+        /// Shell lines run in the job before the server starts, such as `module load python`.
+        pub prologue: String = String::new(),
+        /// Shell lines run in the job after the server ends.
+        pub epilogue: String = String::new(),
+        /// The job step launcher put before the server command; empty runs the server in the
+        /// job's batch step.
+        pub srun: String = "srun".to_owned(),
+        /// The job's output file (`--output`): `%j` is the job id, `{{ home }}` the user's home
+        /// directory.
+        pub output: String = "{{ home }}/.jupyterhub-slurm-%j.log".to_owned(),
+    }
+}
+
+config_section! {
+    /// Batch jobs on a cluster scheduler (`batch` and `slurm` spawners). Commands are lists of
+    /// words run without a shell, as the user's system account; every word, the job script
+    /// and the variables are Jinja templates (`{{ username }}`, `{{ job_id }}`, ...; see the
+    /// Slurm how-to for the list). With `class = "slurm"`, every command and pattern left unset
+    /// here is Slurm's; with `class = "batch"`, `submit`, `status`, `cancel` and the patterns
+    /// must be set.
+    pub struct BatchSection {
+        /// Command that submits a job; the rendered `script` is its standard input. Slurm:
+        /// `["sbatch", "--parsable"]`.
+        pub submit: Option<Vec<String>> = None,
+        /// The job script (a template). Slurm: a script with an `#SBATCH` line per request of
+        /// `[spawner.slurm]`, then `{{ prologue }}`, `{{ srun }} {{ cmd }}`,
+        /// `{{ epilogue }}`. An empty script sends nothing to `submit`.
+        pub script: Option<String> = None,
+        /// Regular expression that finds the job id in the output of `submit`: its first
+        /// capture group, else the whole match.
+        pub job_id_pattern: Option<String> = None,
+        /// Command that shows a job's state (`{{ job_id }}`); its standard output and error are
+        /// read together. Slurm: `scontrol show job --oneliner {{ job_id }}`.
+        pub status: Option<Vec<String>> = None,
+        /// Regular expression matching the `status` output of a running job.
+        pub running_pattern: Option<String> = None,
+        /// Regular expression matching the `status` output of a job waiting to run.
+        pub pending_pattern: Option<String> = None,
+        /// Regular expression matching the `status` output when the scheduler does not answer;
+        /// the job is then taken as still there. Any other output means the job is gone.
+        pub unknown_pattern: Option<String> = None,
+        /// Regular expression whose first capture group, in the `status` output of a running
+        /// job, is the host the job runs on: the hub and the proxy connect to it.
+        pub host_pattern: Option<String> = None,
+        /// Regular expressions with a named capture group each, picking details out of the
+        /// `status` output for progress and error messages: `(?P<reason>...)` shows as
+        /// `reason <value>`.
+        pub details: Option<Vec<String>> = None,
+        /// Command that cancels a job (`{{ job_id }}`). Slurm: `scancel {{ job_id }}`.
+        pub cancel: Option<Vec<String>> = None,
+        /// Command that cancels the user's jobs named `{{ job_name }}`, for a server whose job
+        /// id the hub never learnt (it restarted while the job was queued). Slurm:
+        /// `scancel --name={{ job_name }}`. An empty list leaves such jobs alone.
+        pub cancel_by_name: Option<Vec<String>> = None,
+        /// More template variables, such as a `queue` your script uses. Values may use the
+        /// fixed variables (`{{ username }}`, `{{ home }}`).
+        pub variables: BTreeMap<String, String> = BTreeMap::new(),
+        /// User options users may set, each with a regular expression every value must match
+        /// in full (`partition = "debug|gpu"`). An option replaces the variable of the same
+        /// name. Options not listed are refused, and values with control characters always.
+        pub options: BTreeMap<String, String> = BTreeMap::new(),
+        /// HTML of the options form shown on the spawn page; its fields are the user options.
+        pub options_form: Option<String> = None,
+        /// Program put before `spawner.cmd` when `spawner.port` is 0: it picks a free port on
+        /// the node, reports it to the hub (`POST /hub/api/batchspawner`) and runs the server
+        /// on it. `batchspawner-singleuser` comes with the `batchspawner` Python package.
+        pub wrapper: Vec<String> = vec!["batchspawner-singleuser".to_owned()],
+        /// IP address the server binds on its node (in `JUPYTERHUB_SERVICE_URL`): all
+        /// addresses by default, since the hub and the proxy connect from another host.
+        pub ip: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        /// Seconds a job may take to be queued, started and to report its port before it is
+        /// cancelled with a message saying how far it got. Default: `spawner.start_timeout`
+        /// less a tenth (at most 10 s), so this message comes before the hub's own timeout.
+        pub start_timeout: Option<Duration> = None,
+        /// Seconds between status checks while a job starts or stops.
+        pub status_interval: Duration = Duration::from_secs(1),
+        /// Seconds a stop waits for the job to be gone after cancelling it.
+        pub stop_timeout: Duration = Duration::from_secs(30),
+        /// Seconds any one command (`submit`, `status`, `cancel`) may run before it is killed.
+        pub command_timeout: Duration = Duration::from_secs(30),
+        /// Variables of the hub's own environment that every command gets, such as
+        /// `SLURM_CONF`; a trailing `*` matches a prefix. `PATH` is always given.
+        pub command_env_keep: Vec<String> = ["PATH", "SLURM_CONF", "LANG", "LC_ALL"]
+            .map(str::to_owned)
+            .to_vec(),
+    }
 }
 
 config_section! {

@@ -1243,6 +1243,11 @@ keyword_enum! {
         Local = "local" | "default" | "localprocess" | "LocalProcessSpawner"
             | "jupyterhub.spawner.LocalProcessSpawner" | "SimpleLocalProcessSpawner"
             | "jupyterhub.spawner.SimpleLocalProcessSpawner",
+        /// Batch jobs on a Slurm cluster (batchspawner's `SlurmSpawner`).
+        Slurm = "slurm" | "SlurmSpawner" | "batchspawner.SlurmSpawner",
+        /// Batch jobs on any scheduler, driven by the commands and patterns of
+        /// `[spawner.batch]` (batchspawner's `BatchSpawnerRegexStates`).
+        Batch = "batch" | "BatchSpawnerRegexStates" | "batchspawner.BatchSpawnerRegexStates",
     }
 }
 
