@@ -325,21 +325,21 @@ mod tests {
                 local.kill_timeout
             ),
             (
-                std::time::Duration::from_secs(10),
-                std::time::Duration::from_secs(5),
-                std::time::Duration::from_secs(5)
+                Duration::from_secs(10),
+                Duration::from_secs(5),
+                Duration::from_secs(5)
             )
         );
         config.spawner.create_system_users = true;
         config.spawner.log_dir = Some("/var/log/jupyterhub".into());
-        config.spawner.term_timeout = std::time::Duration::from_millis(1500);
+        config.spawner.term_timeout = Duration::from_millis(1500);
         let local = local_spawner_config(&config.spawner);
         assert!(local.create_system_users);
         assert_eq!(
             local.log_dir.as_deref(),
             Some(std::path::Path::new("/var/log/jupyterhub"))
         );
-        assert_eq!(local.term_timeout, std::time::Duration::from_millis(1500));
+        assert_eq!(local.term_timeout, Duration::from_millis(1500));
     }
 
     #[test]
