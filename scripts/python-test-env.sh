@@ -8,9 +8,14 @@
 #           test        what the Rust tests run (default): jupyterhub-idle-culler
 #           bench       the reference hub for scripts/bench-hub.sh: jupyterhub 6.1.1
 #           singleuser  the real single-user server for the end-to-end tests
-#                       (tests/tests/e2e_singleuser.rs): jupyterhub 6.1.1 and jupyter-server.
+#                       (tests/tests/e2e_singleuser.rs, e2e_slurm.rs): jupyterhub 6.1.1,
+#                       jupyter-server and batchspawner (for batchspawner-singleuser).
 #                       It has a venv of its own that every account can run, because the
 #                       servers of those tests run as other system users; ask for it alone.
+#           lab         JupyterLab with a Python kernel, for the end-to-end tests of
+#                       singleuser-auth-shim (tests/tests/e2e_lab.rs): jupyterhub 6.1.1,
+#                       jupyter-server, jupyterlab and ipykernel. A venv of its own that every
+#                       account can run, like the singleuser set's; ask for it alone.
 #
 # Idempotent and non-interactive (CI=true, no stdin): when every pinned package is already
 # installed at its pinned version, nothing is fetched. Concurrent runs wait for each other.
@@ -26,6 +31,10 @@
 #   JHRS_SINGLEUSER_PYTHON  the Python 3.11 interpreter to build it from (default:
 #                           /usr/bin/python3.11, then /usr/bin/python3 if it is 3.11): it must be
 #                           runnable by every account, so not one under /root (pyenv)
+#   JHRS_LAB_VENV           the venv of the lab set (default: /var/tmp/jupyterhub-rs/venv-lab),
+#                           with the same rules as JHRS_SINGLEUSER_VENV
+#   JHRS_LAB_PYTHON         the Python 3.11 interpreter to build it from (default: as for the
+#                           singleuser set)
 set -euo pipefail
 
 JHRS_CACHE="${JHRS_CACHE:-${HOME:-/root}/.cache/jupyterhub-rs}"
@@ -40,6 +49,14 @@ BENCH_REQUIREMENTS=(
 SINGLEUSER_REQUIREMENTS=(
     "jupyterhub==6.1.1"
     "jupyter-server==2.21.1"
+    # batchspawner-singleuser: reports the port of a server in a batch job (tests/tests/e2e_slurm.rs)
+    "batchspawner==1.3.0"
+)
+LAB_REQUIREMENTS=(
+    "jupyterhub==6.1.1"
+    "jupyter-server==2.21.1"
+    "jupyterlab==4.6.6"
+    "ipykernel==7.4.0"
 )
 
 log() { printf '[python-test-env] %s\n' "$*" >&2; }
@@ -50,16 +67,18 @@ sets=("$@")
 requirements=()
 shared=0
 singleuser=0
+lab=0
 for set in "${sets[@]}"; do
     case "$set" in
         test) requirements+=("${TEST_REQUIREMENTS[@]}"); shared=1 ;;
         bench) requirements+=("${BENCH_REQUIREMENTS[@]}"); shared=1 ;;
         singleuser) requirements+=("${SINGLEUSER_REQUIREMENTS[@]}"); singleuser=1 ;;
+        lab) requirements+=("${LAB_REQUIREMENTS[@]}"); lab=1 ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2; exit 0 ;;
-        *) die "unknown package set '$set' (expected: test, bench, singleuser)" ;;
+        *) die "unknown package set '$set' (expected: test, bench, singleuser, lab)" ;;
     esac
 done
-((shared + singleuser < 2)) || die "the singleuser set has a venv of its own: ask for it alone"
+((shared + singleuser + lab < 2)) || die "the singleuser and lab sets have a venv of their own: ask for each alone"
 
 is_py311() { "$1" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null </dev/null; }
 
@@ -67,6 +86,10 @@ if ((singleuser)); then
     VENV="${JHRS_SINGLEUSER_VENV:-/var/tmp/jupyterhub-rs/venv-singleuser}"
     python_candidates=("${JHRS_SINGLEUSER_PYTHON:-}" /usr/bin/python3.11 /usr/bin/python3)
     # Everything in this venv is readable and runnable by every account.
+    umask 022
+elif ((lab)); then
+    VENV="${JHRS_LAB_VENV:-/var/tmp/jupyterhub-rs/venv-lab}"
+    python_candidates=("${JHRS_LAB_PYTHON:-${JHRS_SINGLEUSER_PYTHON:-}}" /usr/bin/python3.11 /usr/bin/python3)
     umask 022
 else
     VENV="$JHRS_CACHE/venv"
@@ -77,7 +100,7 @@ parent="$(dirname "$VENV")"
 mkdir -p "$parent"
 
 # A directory that another account could write to must not hold what root will run later.
-if ((singleuser)); then
+if ((singleuser || lab)); then
     owner="$(stat -c %u "$parent")"
     mode="$(stat -c %a "$parent")"
     [[ "$owner" == "$(id -u)" || "$owner" == 0 ]] || die "$parent belongs to uid $owner, neither to $(id -u) nor to root: remove it or set JHRS_SINGLEUSER_VENV"
@@ -163,6 +186,16 @@ if ((singleuser)); then
         runuser -u nobody -- "$VENV/bin/python" -c 'import jupyterhub.singleuser, jupyter_server' \
             </dev/null >&2 ||
             die "the account 'nobody' cannot import jupyterhub.singleuser from $VENV (is a directory above it, or its interpreter, private?)"
+    fi
+fi
+if ((lab)); then
+    for tool in jupyter jupyter-lab jupyterhub-singleuser; do
+        [[ -x "$VENV/bin/$tool" ]] || die "$VENV/bin/$tool is missing"
+    done
+    if [[ "$(id -u)" == 0 ]] && command -v runuser >/dev/null 2>&1; then
+        runuser -u nobody -- "$VENV/bin/python" -c 'import jupyterlab, ipykernel, jupyterhub.singleuser' \
+            </dev/null >&2 ||
+            die "the account 'nobody' cannot import jupyterlab and ipykernel from $VENV (is a directory above it, or its interpreter, private?)"
     fi
 fi
 
