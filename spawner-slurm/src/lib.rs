@@ -57,7 +57,9 @@
 //!
 //! # User options
 //! Only options the operator lists are accepted, each value matching its pattern in full and
-//! free of control characters; see [`BatchConfig::options`].
+//! free of control characters; see [`BatchConfig::options`]. `validate_options` refuses other
+//! options; a start leaves them out (the hub may hand it saved options, or a profile's meant
+//! for other spawners) but still refuses a listed option whose value does not match.
 
 mod account;
 mod command;
@@ -87,6 +89,7 @@ pub use crate::slurm::SlurmRequest;
 use crate::account::Account;
 use crate::command::{CommandError, Output, RunAs};
 use crate::config::Compiled;
+use crate::options::Unlisted;
 use crate::status::{JobState, JobStatus};
 use crate::template::Command;
 use crate::tracking::{Reported, Starts};
@@ -439,6 +442,17 @@ impl Inner {
         Ok(())
     }
 
+    /// Cancels by name a job that may have been submitted without the spawner learning how to
+    /// reach it; errors are logged.
+    async fn cancel_leftover(&self, server: &ServerRef) {
+        if let Err(e) = self.cancel_by_name(server).await {
+            tracing::error!(
+                server = %server.full_name(),
+                "cancelling a job the spawner could not follow: {e:#}"
+            );
+        }
+    }
+
     /// The job's environment (see the crate documentation for the order).
     fn job_env(
         &self,
@@ -539,7 +553,7 @@ impl Inner {
     async fn start(self: &Arc<Self>, ctx: &SpawnContext) -> Result<Started, SpawnError> {
         let config = self.config();
         let deadline = Instant::now() + config.start_timeout;
-        let options = options::validate(&self.compiled.options, &ctx.user_options)?;
+        let options = options::validate(&self.compiled.options, Unlisted::Drop, &ctx.user_options)?;
         let account = self.account_for(&ctx.server.user).await?;
         let (ticket, mut reports) = self.starts.begin(&ctx.server);
         let guard = StartGuard {
@@ -589,10 +603,16 @@ impl Inner {
         let run_as = RunAs::new(&account, self.as_root);
         progress(ctx, 10, format!("Submitting the server's job ({kind})"));
         let stdin = (!config.preset.script.is_empty()).then_some(script.as_str());
-        let out = self
-            .run(&submit, stdin, &env, &run_as)
-            .await
-            .map_err(command_failure)?;
+        let out = match self.run(&submit, stdin, &env, &run_as).await {
+            Ok(out) => out,
+            Err(e) => {
+                if matches!(e, CommandError::Timeout { .. }) {
+                    // Killed half-way, the command may have submitted the job all the same.
+                    self.cancel_leftover(&ctx.server).await;
+                }
+                return Err(command_failure(e));
+            }
+        };
         if !out.success {
             return Err(refused(
                 500,
@@ -607,7 +627,14 @@ impl Inner {
                 out.stdout.trim()
             )));
         };
-        let job = self.job_with(&job_id, &account, facts, &options)?;
+        let job = match self.job_with(&job_id, &account, facts, &options) {
+            Ok(job) => job,
+            Err(e) => {
+                // A job nobody can ask about or cancel by id must not stay queued.
+                self.cancel_leftover(&ctx.server).await;
+                return Err(e);
+            }
+        };
         self.starts.submitted(&ctx.server, ticket, job.clone());
         tracing::info!(server = %ctx.server.full_name(), job.id = %job_id, "job submitted");
         progress(ctx, 20, format!("Job {job_id} submitted"));
@@ -809,7 +836,8 @@ impl Spawner for BatchSpawner {
     }
 
     fn validate_options(&self, options: Value) -> Result<Value, SpawnError> {
-        options::validate(&self.inner.compiled.options, &options).map(Value::Object)
+        options::validate(&self.inner.compiled.options, Unlisted::Refuse, &options)
+            .map(Value::Object)
     }
 
     async fn server_reported(

@@ -44,13 +44,25 @@ fn text(name: &str, value: &Value) -> Result<String, SpawnError> {
     Ok(text)
 }
 
+/// What to do with an option that is not listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unlisted {
+    /// Refuse it: options as the user sends them.
+    Refuse,
+    /// Leave it out (logged): options a start gets, which the hub saved earlier or added
+    /// itself (a profile's), and which may hold keys meant for other spawners.
+    Drop,
+}
+
 /// Checks `options` against `allowed` (name → anchored pattern). Empty values are dropped (the
 /// configured default applies); a form field given several times becomes a list.
 ///
 /// # Errors
-/// A refusal (400) naming the first option that is not allowed or does not match.
+/// A refusal (400) naming the first option that does not match, or (with
+/// [`Unlisted::Refuse`]) that is not allowed.
 pub(crate) fn validate(
     allowed: &BTreeMap<String, Regex>,
+    unlisted: Unlisted,
     options: &Value,
 ) -> Result<Map<String, Value>, SpawnError> {
     let map = match options {
@@ -78,6 +90,13 @@ pub(crate) fn validate(
             continue;
         }
         let Some(pattern) = allowed.get(name) else {
+            if unlisted == Unlisted::Drop {
+                tracing::warn!(
+                    option = %name,
+                    "a server option that spawner.batch.options does not list is left out"
+                );
+                continue;
+            }
             let known = if allowed.is_empty() {
                 "this hub takes no server options".to_owned()
             } else {
@@ -136,6 +155,7 @@ mod tests {
     fn accepted_options() {
         let got = validate(
             &allowed(),
+            Unlisted::Refuse,
             &json!({
                 "partition": ["gpu"],
                 "time": " 1:00:00 ",
@@ -152,32 +172,62 @@ mod tests {
                 "directives": ["--exclusive", "--gres=gpu:2"],
             })
         );
-        assert!(validate(&allowed(), &Value::Null).unwrap().is_empty());
+        assert!(
+            validate(&allowed(), Unlisted::Refuse, &Value::Null)
+                .unwrap()
+                .is_empty()
+        );
+        // What a start gets may hold options for other spawners: those are left out.
+        let got = validate(
+            &allowed(),
+            Unlisted::Drop,
+            &json!({"partition": "debug", "image": "x"}),
+        )
+        .unwrap();
+        assert_eq!(Value::Object(got), json!({"partition": "debug"}));
+        assert!(validate(&allowed(), Unlisted::Drop, &json!({"partition": "other"})).is_err());
     }
 
     #[test]
     fn refused_options() {
-        let m = message(validate(&allowed(), &json!({"partition": "batch"})));
+        let m = message(validate(
+            &allowed(),
+            Unlisted::Refuse,
+            &json!({"partition": "batch"}),
+        ));
         assert!(m.contains("\"batch\" is not an accepted value"), "{m}");
-        let m = message(validate(&allowed(), &json!({"qos": "high"})));
+        let m = message(validate(
+            &allowed(),
+            Unlisted::Refuse,
+            &json!({"qos": "high"}),
+        ));
         assert!(
             m.contains("the options are: directives, partition, time"),
             "{m}"
         );
-        let m = message(validate(&BTreeMap::new(), &json!({"qos": "high"})));
+        let m = message(validate(
+            &BTreeMap::new(),
+            Unlisted::Refuse,
+            &json!({"qos": "high"}),
+        ));
         assert!(m.contains("takes no server options"), "{m}");
         let m = message(validate(
             &allowed(),
+            Unlisted::Refuse,
             &json!({"directives": "--x\n#SBATCH --uid=0"}),
         ));
         assert!(m.contains("line breaks"), "{m}");
         // A pattern cannot let a control character through.
         let loose: BTreeMap<String, Regex> =
             [("x".to_owned(), Regex::new(r"(?s)\A.*\z").unwrap())].into();
-        assert!(validate(&loose, &json!({"x": "a\rb"})).is_err());
-        let m = message(validate(&allowed(), &json!({"time": {"h": 1}})));
+        assert!(validate(&loose, Unlisted::Refuse, &json!({"x": "a\rb"})).is_err());
+        let m = message(validate(
+            &allowed(),
+            Unlisted::Refuse,
+            &json!({"time": {"h": 1}}),
+        ));
         assert!(m.contains("must be text"), "{m}");
-        let m = message(validate(&allowed(), &json!(["x"])));
+        let m = message(validate(&allowed(), Unlisted::Refuse, &json!(["x"])));
         assert!(m.contains("JSON object"), "{m}");
     }
 }
