@@ -40,7 +40,7 @@ pub use render::{generate_config, reference_markdown};
 pub use schema::REDACTED;
 pub use sections::{
     AuthenticatorSection, CustomScope, DummySection, GroupConfig, HubSection, PamSection,
-    ProxySection, RoleConfig, ServiceConfig, SharedPasswordSection, SpawnerSection,
+    ProfileConfig, ProxySection, RoleConfig, ServiceConfig, SharedPasswordSection, SpawnerSection,
 };
 pub use values::{
     ApiTokens, AuthenticatorClass, BaseUrl, Command, Days, DbUrl, DurationLimit, HttpUrl, Limit,
@@ -67,6 +67,8 @@ config_section! {
         pub roles: Vec<RoleConfig> = Vec::new(),
         /// `[groups.<name>]`: groups to create or update at startup.
         pub groups: BTreeMap<String, GroupConfig> = BTreeMap::new(),
+        /// `[[profiles]]`: server profiles users choose from when they start a server.
+        pub profiles: Vec<ProfileConfig> = Vec::new(),
     }
 }
 

@@ -86,6 +86,7 @@ use tokio::sync::watch;
 
 use crate::account::Account;
 use crate::launch::{Identity, Launch};
+pub use crate::output::log_path;
 
 /// How long the exit status of a server this hub started is remembered after it exited.
 const REMEMBER_EXIT: Duration = Duration::from_secs(600);
@@ -513,7 +514,7 @@ impl Spawner for LocalProcessSpawner {
         let log_file =
             match &self.config.log_dir {
                 Some(dir) => {
-                    let path = output::log_path(dir, &ctx.server.user, &ctx.server.name);
+                    let path = log_path(dir, &ctx.server.user, &ctx.server.name);
                     Some(output::open_log(&path).with_context(|| {
                         format!("opening the server's log file {}", path.display())
                     })?)

@@ -55,7 +55,7 @@ pub(crate) async fn forward(
 /// for a named one. Bytes that could change the path's meaning (`/`, a leading `.`, controls,
 /// `%`, `-` and anything else outside `[A-Za-z0-9._@+]`) are written as `%XX`, so
 /// two servers never share a file.
-pub(crate) fn log_path(dir: &Path, user: &str, server: &str) -> PathBuf {
+pub fn log_path(dir: &Path, user: &str, server: &str) -> PathBuf {
     let escape = |s: &str| {
         let mut out = String::new();
         for (i, b) in s.bytes().enumerate() {

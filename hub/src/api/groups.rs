@@ -18,7 +18,7 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::access::Identity;
-use crate::api::extract::{Caller, db_error, require};
+use crate::api::extract::{Caller, db_error, query_arg, require};
 use crate::api::pagination::Page;
 use crate::api::pagination::request_url;
 use crate::api::python::{py_type, truthy};
@@ -199,10 +199,13 @@ async fn list_groups(
         i64::try_from(page.offset).unwrap_or(i64::MAX),
         i64::try_from(page.limit).unwrap_or(i64::MAX),
     );
+    // Not in JupyterHub 6.1: `name_filter` as for `GET /users` (the admin page's group search).
+    let name_filter = query_arg(uri.query(), "name_filter").filter(|s| !s.is_empty());
     let (facts, total) = state
         .db
         .run(move |conn| {
-            let found = groups::list(conn, request, only.as_deref())?;
+            let found =
+                groups::list_matching(conn, request, only.as_deref(), name_filter.as_deref())?;
             Ok((load_group_facts(conn, found.items)?, found.total))
         })
         .await

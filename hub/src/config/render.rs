@@ -30,6 +30,10 @@ pub(crate) const LEAF_EXAMPLES: &[(&str, &str)] = &[
     ("hub.oauth_token_expires_in", "86400"),
     ("hub.default_url", "\"/hub/home\""),
     ("hub.logo_file", "\"/etc/jupyterhub/logo.png\""),
+    (
+        "hub.announcement",
+        "\"Maintenance on Saturday from 8:00 to 10:00 UTC.\"",
+    ),
     ("hub.pid_file", "\"/run/jupyterhub/hub.pid\""),
     ("proxy.auth_token", "\"<output of: openssl rand -hex 32>\""),
     ("authenticator.allow_all", "true"),
@@ -113,6 +117,23 @@ services = ["idle-culler"]"#,
         r#"[groups.teachers]
 users = ["alice", "bob"]
 properties = { course = "physics-101" }"#,
+    ),
+    (
+        "profiles",
+        r#"[[profiles]]
+slug = "standard"
+display_name = "Standard"
+description = "2 CPUs and 4 GB of memory."
+default = true
+user_options = { cpu_limit = 2, mem_limit = "4G" }
+
+[[profiles]]
+slug = "gpu"
+display_name = "GPU"
+description = "One GPU, for the machine-learning course."
+groups = ["teachers"]
+environment = { CUDA_VISIBLE_DEVICES = "0" }
+user_options = { image = "quay.io/jupyter/pytorch-notebook:cuda12-latest", gpus = 1 }"#,
     ),
 ];
 

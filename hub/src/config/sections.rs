@@ -135,6 +135,15 @@ config_section! {
         pub template_vars: BTreeMap<String, String> = BTreeMap::new(),
         /// Image shown as the logo on the hub's pages, instead of the built-in one.
         pub logo_file: Option<PathBuf> = None,
+        /// Directories searched for files under `/hub/static/` before the built-in ones, in
+        /// order: a `style.css` or `hub.js` here replaces the built-in one, and other files
+        /// (images, fonts) are served too. When one holds a `custom.css` as the hub starts,
+        /// every page loads it after the built-in style sheet, for small changes. Files are
+        /// read when requested, so they can change while the hub runs.
+        pub static_paths: Vec<PathBuf> = Vec::new(),
+        /// A message shown in a banner at the top of every page (plain text), such as planned
+        /// maintenance. A `template_vars` entry named `announcement` takes its place.
+        pub announcement: Option<String> = None,
         /// File to write the hub's process id to.
         pub pid_file: Option<PathBuf> = None,
         /// How much the hub logs: `trace`, `debug`, `info`, `warn` or `error`. `RUST_LOG`, when
@@ -638,5 +647,56 @@ config_section! {
         pub users: Vec<String> = Vec::new(),
         /// Free-form properties, visible through the API (for example to spawners).
         pub properties: serde_json::Map<String, serde_json::Value> = serde_json::Map::new(),
+    }
+}
+
+config_section! {
+    /// A server profile users choose from on the spawn page: `[[profiles]]`. Profiles work
+    /// with any spawner: the chosen profile's `user_options` are given to the spawner as the
+    /// server's options (over what the user sent), and its `environment` is added to the
+    /// server's environment. When profiles are configured every start uses one: the profile
+    /// named by the `profile` user option, else the default one. A start naming a profile the
+    /// user may not use is refused.
+    pub struct ProfileConfig {
+        /// Identifier of the profile (required, unique): 1 to 63 lowercase letters, digits,
+        /// `-` and `_`, starting with a letter or digit. It is the value of the `profile` user
+        /// option (`/hub/spawn?profile=<slug>`, or `{"profile": "<slug>"}` in the API).
+        pub slug: String = String::new(),
+        /// Name shown on the spawn page. Default: the slug.
+        pub display_name: Option<String> = None,
+        /// What the profile offers, shown under its name (plain text).
+        pub description: String = String::new(),
+        /// Whether this profile is preselected and used when a start names none. At most one
+        /// profile may be the default; without one, the first profile the user may use is.
+        pub default: bool = false,
+        /// Groups whose members may use the profile. Empty, together with `users`: everyone.
+        pub groups: Vec<String> = Vec::new(),
+        /// Users who may use the profile, besides the members of `groups`.
+        pub users: Vec<String> = Vec::new(),
+        /// Environment variables added to the server's environment (after
+        /// `spawner.environment`, so they override it).
+        pub environment: BTreeMap<String, String> = BTreeMap::new(),
+        /// Options handed to the spawner as if the user had chosen them, overriding the
+        /// user's own choices: what the spawner reads, such as a container `image`, a
+        /// command (`cmd`), or resources (`cpu_limit`, `mem_limit`). The spawn page lists them
+        /// under the profile's description.
+        pub user_options: serde_json::Map<String, serde_json::Value> = serde_json::Map::new(),
+    }
+}
+
+impl ProfileConfig {
+    /// The name people see: `display_name`, else the slug.
+    pub fn label(&self) -> &str {
+        self.display_name
+            .as_deref()
+            .filter(|name| !name.trim().is_empty())
+            .unwrap_or(&self.slug)
+    }
+
+    /// Whether `user`, a member of `groups`, may use the profile.
+    pub fn visible_to(&self, user: &str, groups: &[String]) -> bool {
+        (self.groups.is_empty() && self.users.is_empty())
+            || self.users.iter().any(|u| u == user)
+            || self.groups.iter().any(|g| groups.contains(g))
     }
 }

@@ -711,6 +711,9 @@ fn the_block_examples_are_valid() {
     assert_eq!(config.roles[0].services, ["idle-culler"]);
     assert_eq!(config.groups["teachers"].users, ["alice", "bob"]);
     assert!(config.hub.custom_scopes.contains_key("custom:grades:read"));
+    assert_eq!(config.profiles.len(), 2);
+    assert!(config.profiles[0].default);
+    assert_eq!(config.profiles[1].groups, ["teachers"]);
 }
 
 // === --show-config ===
@@ -1021,6 +1024,35 @@ fn role_rules() {
     // Members may be added to admin.
     fx.load_file("[[roles]]\nname = \"admin\"\nusers = [\"root\"]\n")
         .unwrap();
+}
+
+#[test]
+fn profile_rules() {
+    let fx = Fixture::new();
+    let err = error_of(fx.load_file(
+        "[[profiles]]\nslug = \"Big Box\"\n[[profiles]]\ndisplay_name = \"x\"\n\
+         [[profiles]]\nslug = \"gpu\"\ndefault = true\n\
+         [[profiles]]\nslug = \"gpu\"\ndefault = true\nenvironment = { \"A=B\" = \"1\" }\n\
+         user_options = { profile = \"other\" }\n",
+    ));
+    let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "profiles[0].slug",
+            "profiles[1].slug",
+            "profiles[3].slug",
+            "profiles[3].default",
+            "profiles[3].user_options.profile",
+            "profiles[3].environment.\"A=B\"",
+        ]
+    );
+    let config = fx
+        .load_file("[[profiles]]\nslug = \"small\"\n[[profiles]]\nslug = \"9-big_2\"\n")
+        .unwrap()
+        .config;
+    assert_eq!(config.profiles[0].label(), "small");
+    assert!(config.profiles[1].visible_to("anyone", &[]));
 }
 
 #[test]

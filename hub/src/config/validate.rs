@@ -12,8 +12,8 @@ use super::error::Problem;
 use super::layers::{Provenance, Source};
 use super::schema::{index, join};
 use super::sections::{
-    AuthenticatorSection, GroupConfig, HubSection, ProxySection, RoleConfig, ServiceConfig,
-    SpawnerSection, host_ip,
+    AuthenticatorSection, GroupConfig, HubSection, ProfileConfig, ProxySection, RoleConfig,
+    ServiceConfig, SpawnerSection, host_ip,
 };
 use super::values::{AuthenticatorClass, BaseUrl, Secret};
 
@@ -39,6 +39,7 @@ pub(crate) fn validate(
     services(&config.services, &config.hub, &mut check);
     roles(&config.roles, &mut check);
     groups(&config.groups, &mut check);
+    profiles(&config.profiles, &mut check);
 }
 
 struct Checker<'a> {
@@ -483,9 +484,71 @@ fn groups(groups: &BTreeMap<String, GroupConfig>, check: &mut Checker<'_>) {
     }
 }
 
+/// A profile slug: 1 to 63 lowercase letters, digits, `-` and `_`, not starting with `-` or `_`.
+fn is_profile_slug(slug: &str) -> bool {
+    let bytes = slug.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'))
+}
+
+fn profiles(profiles: &[ProfileConfig], check: &mut Checker<'_>) {
+    let mut slugs = BTreeSet::new();
+    let mut default: Option<&str> = None;
+    for (i, profile) in profiles.iter().enumerate() {
+        let at = index("profiles", i);
+        let slug = profile.slug.as_str();
+        if slug.is_empty() {
+            check.problem(&join(&at, "slug"), "is required");
+        } else if !is_profile_slug(slug) {
+            check.problem(
+                &join(&at, "slug"),
+                format!(
+                    "{slug:?}: a profile slug has 1 to 63 lowercase letters, digits, `-` and `_`, \
+                     and starts with a letter or digit"
+                ),
+            );
+        } else if !slugs.insert(slug) {
+            check.problem(
+                &join(&at, "slug"),
+                format!("another profile is also called {slug:?}"),
+            );
+        }
+        if profile.default {
+            match default {
+                Some(other) => check.problem(
+                    &join(&at, "default"),
+                    format!("profile {other:?} is already the default; only one can be"),
+                ),
+                None => default = Some(slug),
+            }
+        }
+        if profile.user_options.contains_key("profile") {
+            check.problem(
+                &join(&join(&at, "user_options"), "profile"),
+                "is set by the hub to the profile's slug",
+            );
+        }
+        env_names(check, &join(&at, "environment"), profile.environment.keys());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profile_slugs() {
+        for good in ["a", "gpu", "cpu-2", "x_1", "9"] {
+            assert!(is_profile_slug(good), "{good}");
+        }
+        let long = "a".repeat(64);
+        for bad in ["", "-a", "_a", "A", "a b", "a/b", "é", long.as_str()] {
+            assert!(!is_profile_slug(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn role_names() {

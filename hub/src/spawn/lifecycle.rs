@@ -14,6 +14,7 @@
 //! Stop: phase `Stopping` → route deleted first → `Spawner::stop` → credentials revoked (the
 //! server's tokens, its OAuth client and every token issued through it) → phase `Stopped`.
 
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,9 +29,12 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use super::names::log_name;
 use super::progress::{self, Progress};
 use super::readiness::{self, NotUp};
-use super::{Busy, Failure, Outcome, Pending, Ticket, credentials, env, routes, wait_done};
+use super::{
+    Busy, Failure, Outcome, Pending, Ticket, credentials, env, profiles, routes, wait_done,
+};
 use crate::api::models::server_url;
 use crate::config::Limit;
+use crate::db::models::groups;
 use crate::db::models::spawners::{self, ServerAddress, ServerPhase, Spawner};
 use crate::db::models::users::User;
 use crate::db::{self, DbError};
@@ -223,17 +227,26 @@ pub async fn start(
         }
     }
 
-    let options = match options {
-        Some(options) => {
-            let saved = options.clone();
-            state
-                .db
-                .run(move |conn| spawners::set_user_options(conn, server_id, &saved))
-                .await?;
-            options
-        }
-        None => row.user_options.clone(),
-    };
+    // The profile is checked before the options are saved, so a refused choice is not kept;
+    // the profile used is saved with them (the default one, when none was chosen).
+    let chosen = options.clone().unwrap_or_else(|| row.user_options.clone());
+    let (effective, profile_env) = with_profile(state, user, chosen.clone()).await?;
+    let mut options = options;
+    if let Some(slug) = effective.get(profiles::PROFILE_OPTION)
+        && !state.config.profiles.is_empty()
+        && chosen.get(profiles::PROFILE_OPTION) != Some(slug)
+    {
+        let mut with_slug = chosen;
+        with_slug.insert(profiles::PROFILE_OPTION.to_owned(), slug.clone());
+        options = Some(with_slug);
+    }
+    if let Some(options) = options {
+        state
+            .db
+            .run(move |conn| spawners::set_user_options(conn, server_id, &options))
+            .await?;
+    }
+    let options = effective;
 
     let progress = Arc::new(Progress::new());
     progress.publish(progress::requested_event());
@@ -290,7 +303,7 @@ pub async fn start(
         state.clone(),
         user.clone(),
         row,
-        options,
+        (options, profile_env),
         progress,
         ticket,
     ));
@@ -302,6 +315,31 @@ pub async fn start(
             Err(ServerError::refused(failure.status, failure.message))
         }
         Some(Outcome::Stopped) => Err(ServerError::refused(500, "Spawn failed")),
+    }
+}
+
+/// The options and extra environment of a start: with profiles configured, the chosen (or
+/// default) profile laid over the user's options; otherwise the options as they are.
+async fn with_profile(
+    state: &AppState,
+    user: &User,
+    options: Map<String, Value>,
+) -> Result<(Map<String, Value>, BTreeMap<String, String>), ServerError> {
+    if state.config.profiles.is_empty() {
+        return Ok((options, BTreeMap::new()));
+    }
+    let user_id = user.id;
+    let groups: Vec<String> = state
+        .db
+        .run(move |conn| groups::for_user(conn, user_id))
+        .await?
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    match profiles::resolve(&state.config, &user.name, &groups, &options) {
+        Ok(Some(profile)) => Ok(profiles::apply(profile, options)),
+        Ok(None) => Ok((options, BTreeMap::new())),
+        Err(e) => Err(ServerError::refused(e.status(), e.to_string())),
     }
 }
 
@@ -331,7 +369,7 @@ async fn run_spawn(
     state: AppState,
     user: User,
     row: Spawner,
-    options: Map<String, Value>,
+    (options, profile_env): (Map<String, Value>, BTreeMap<String, String>),
     progress: Arc<Progress>,
     mut ticket: Ticket,
 ) {
@@ -341,7 +379,12 @@ async fn run_spawn(
     let began = Instant::now();
     let result = {
         let steps = AssertUnwindSafe(Box::pin(spawn_steps(
-            &state, &user, &row, options, &progress, &job,
+            &state,
+            &user,
+            &row,
+            (options, profile_env),
+            &progress,
+            &job,
         )))
         .catch_unwind();
         tokio::select! {
@@ -440,7 +483,7 @@ async fn spawn_steps(
     state: &AppState,
     user: &User,
     row: &Spawner,
-    options: Map<String, Value>,
+    (options, profile_env): (Map<String, Value>, BTreeMap<String, String>),
     progress: &Progress,
     job: &Job,
 ) -> Result<(), Failure> {
@@ -449,7 +492,7 @@ async fn spawn_steps(
         .await
         .map_err(|e| internal("issuing the server's credentials", e, &name))?;
     let prefix = server_url(state, &user.name, &row.name);
-    let environment = env::server_env(
+    let mut environment = env::server_env(
         &state.config,
         &env::ServerFacts {
             user: &user.name,
@@ -460,6 +503,8 @@ async fn spawn_steps(
         },
         &|key| std::env::var(key).ok(),
     );
+    // A profile's variables come last, like `spawner.environment`.
+    environment.extend(profile_env);
     let server = server_ref(user, row);
     let (sender, mut events) = ProgressSender::channel();
     let ctx = SpawnContext {

@@ -12,6 +12,7 @@
 //!   credentials revoked, `Stopped`); failures clean up the same way.
 //! - [`poller`]: the periodic poll of running servers and [`Servers::resume`] at startup.
 //! - [`routes`]: the routes the proxy should have, from the database.
+//! - [`profiles`]: the configured server profiles, laid over the user's options at each start.
 //! - [`credentials`], [`mod@env`], [`readiness`], [`progress`], [`names`]: the pieces.
 //!
 //! Every operation on a server is registered here first ([`Servers`] lets one run at a time per
@@ -23,6 +24,7 @@ pub mod env;
 pub mod lifecycle;
 pub mod names;
 pub mod poller;
+pub mod profiles;
 pub mod progress;
 pub mod readiness;
 pub mod routes;

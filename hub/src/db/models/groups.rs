@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use serde_json::{Map, Value};
 
-use super::{Page, PageRequest, expect_one};
+use super::{Page, PageRequest, expect_one, lower};
 use crate::db::connection::DbConnection;
 use crate::db::json::{JsonText, to_json};
 use crate::db::schema::{groups, user_group_map, users};
@@ -104,10 +104,28 @@ pub fn list(
     page: PageRequest,
     only: Option<&[String]>,
 ) -> QueryResult<Page<Group>> {
+    list_matching(conn, page, only, None)
+}
+
+/// Like [`list`], keeping only groups whose name holds `name_filter` (case-insensitive).
+pub fn list_matching(
+    conn: &mut DbConnection,
+    page: PageRequest,
+    only: Option<&[String]>,
+    name_filter: Option<&str>,
+) -> QueryResult<Page<Group>> {
+    let pattern = name_filter.map(|f| format!("%{}%", super::users::escape_like(f)));
     let filtered = || {
         let mut q = groups::table.into_boxed();
         if let Some(names) = only {
             q = q.filter(groups::name.eq_any(names.to_vec()));
+        }
+        if let Some(pattern) = &pattern {
+            q = q.filter(
+                lower(groups::name)
+                    .like(lower(pattern.clone()))
+                    .escape('\\'),
+            );
         }
         q
     };
