@@ -50,6 +50,8 @@ pub struct Inner {
     pub services: crate::services::ManagedServicesHandle,
     /// Page templates.
     pub templates: crate::web::Templates,
+    /// Starts requested from the pages that wait for a free spawn slot.
+    pub spawn_queue: crate::web::queue::SpawnQueue,
 }
 
 /// What `POST /hub/api/shutdown` asked for: `proxy` and `servers` override `cleanup_proxy` and
@@ -184,6 +186,7 @@ impl AppState {
             shutdown: ShutdownSignal::default(),
             services: crate::services::ManagedServicesHandle::default(),
             templates,
+            spawn_queue: crate::web::queue::SpawnQueue::default(),
         })))
     }
 }

@@ -66,9 +66,100 @@
     });
   }
 
+  // --- sharing (home page): share with users and groups, share links, revoke ---
+  function sharing() {
+    var statusEl = byId("sharing-status");
+    function reload() { window.location.reload(); }
+    function failed(what) {
+      return function (err) { say(statusEl, what + ": " + err.message, true); };
+    }
+    document.addEventListener("submit", function (evt) {
+      var form = evt.target.closest("form[data-share-action]");
+      if (!form) { return; }
+      evt.preventDefault();
+      var panel = form.closest(".share-panel");
+      var action = form.getAttribute("data-share-action");
+      var button = form.querySelector("button[type=submit]");
+      if (action === "share") {
+        var kind = form.querySelector("input[name=kind]:checked").value;
+        var name = form.querySelector("input[name=name]").value.trim();
+        if (!name) { return; }
+        var body = {};
+        body[kind] = name;
+        button.disabled = true;
+        api("POST", panel.getAttribute("data-shares-api"), body).then(reload, function (err) {
+          button.disabled = false;
+          failed("Could not share with " + name)(err);
+        });
+      } else if (action === "link") {
+        var seconds = parseInt(form.querySelector("select[name=expires_in]").value, 10);
+        button.disabled = true;
+        api("POST", panel.getAttribute("data-codes-api"), { expires_in: seconds }).then(function (code) {
+          button.disabled = false;
+          var box = panel.querySelector(".new-link");
+          var input = box.querySelector(".new-link-url");
+          input.value = code.full_accept_url || (window.location.origin + code.accept_url);
+          box.hidden = false;
+          input.focus();
+          input.select();
+          say(statusEl, "Share link made; copy it now, it is not shown again.");
+        }, function (err) {
+          button.disabled = false;
+          failed("Could not make a share link")(err);
+        });
+      }
+    });
+    document.addEventListener("click", function (evt) {
+      var button = evt.target.closest("button[data-share-action]");
+      if (!button) { return; }
+      var action = button.getAttribute("data-share-action");
+      var panel = button.closest(".share-panel");
+      if (action === "copy") {
+        var input = panel.querySelector(".new-link-url");
+        input.select();
+        var done = function () { say(statusEl, "Link copied."); };
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(input.value).then(done, function () {
+            say(statusEl, "Select the link and copy it.");
+          });
+        } else {
+          say(statusEl, "Select the link and copy it.");
+        }
+        return;
+      }
+      button.disabled = true;
+      var undo = function (what) {
+        return function (err) {
+          button.disabled = false;
+          failed(what)(err);
+        };
+      };
+      if (action === "revoke") {
+        var body = {};
+        body[button.getAttribute("data-kind")] = button.getAttribute("data-name");
+        api("PATCH", panel.getAttribute("data-shares-api"), body).then(reload, undo("Could not revoke"));
+      } else if (action === "revoke-code") {
+        var id = button.getAttribute("data-code-id");
+        api("DELETE", panel.getAttribute("data-codes-api") + "?id=" + encodeURIComponent(id))
+          .then(reload, undo("Could not revoke the link"));
+      } else if (action === "revoke-all") {
+        if (!window.confirm("Stop sharing " + panel.getAttribute("data-label") + " with everyone, and revoke its links?")) {
+          button.disabled = false;
+          return;
+        }
+        api("DELETE", panel.getAttribute("data-shares-api")).then(function () {
+          return api("DELETE", panel.getAttribute("data-codes-api"));
+        }).then(reload, undo("Could not stop sharing"));
+      } else if (action === "leave") {
+        api("DELETE", button.getAttribute("data-api")).then(reload, undo("Could not give up access"));
+      }
+    });
+  }
+
   function homePage() {
     var statusEl = byId("home-status");
     serverButtons(statusEl);
+    sharing();
     var form = byId("new-server-form");
     if (form) {
       form.addEventListener("submit", function (evt) {
@@ -85,12 +176,36 @@
     }
   }
 
+  // The start waits in the line: follow its place, then show its progress.
+  function followQueue(section) {
+    var url = section.getAttribute("data-queue-url");
+    function poll() {
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (resp) { return resp.ok ? resp.json() : null; })
+        .then(function (place) {
+          if (!place || !place.queued) {
+            window.location.reload();
+            return;
+          }
+          byId("queue-number").textContent = place.position;
+          byId("queue-length").textContent = place.length;
+          var starting = byId("queue-starting");
+          if (starting) { starting.textContent = place.starting; }
+          window.setTimeout(poll, 2000);
+        }, function () { window.setTimeout(poll, 5000); });
+    }
+    window.setTimeout(poll, 1000);
+  }
+
   function spawnPendingPage() {
     var section = byId("spawn-pending");
+    if (section.getAttribute("data-queued") === "true") {
+      followQueue(section);
+      return;
+    }
     var bar = byId("progress-bar");
     var message = byId("progress-message");
     var log = byId("progress-log");
-    serverButtons(message);
     var nextUrl = section.getAttribute("data-next-url");
     var serverUrl = section.getAttribute("data-server-url");
     var url = section.getAttribute("data-progress-url");
@@ -131,6 +246,54 @@
     };
   }
 
+  // A new token's row at the top of the token list (the same cells as the page's own).
+  function addTokenRow(model) {
+    var body = byId("api-tokens-body");
+    if (!body) { return; }
+    var empty = byId("no-api-tokens");
+    if (empty) { empty.hidden = true; }
+    byId("api-tokens").hidden = false;
+    var row = document.createElement("tr");
+    row.setAttribute("data-token-id", model.id);
+    function cell(tag, text) {
+      var el = document.createElement(tag);
+      if (tag === "th") { el.setAttribute("scope", "row"); }
+      el.textContent = text;
+      row.appendChild(el);
+      return el;
+    }
+    function when(iso) {
+      if (!iso) { return "Never"; }
+      var d = new Date(iso);
+      return isNaN(d.getTime()) ? iso : d.toLocaleString();
+    }
+    cell("th", model.note || "");
+    cell("td", (model.scopes || []).join(", "));
+    cell("td", when(model.last_activity));
+    cell("td", when(model.created));
+    cell("td", when(model.expires_at));
+    var actions = cell("td", "");
+    var revoke = document.createElement("form");
+    revoke.method = "post";
+    revoke.action = data.prefix + "token";
+    revoke.setAttribute("data-action", "revoke");
+    [["_xsrf", data.xsrf_token], ["action", "revoke"], ["token_id", model.id]].forEach(function (pair) {
+      var input = document.createElement("input");
+      input.type = "hidden";
+      input.name = pair[0];
+      input.value = pair[1];
+      revoke.appendChild(input);
+    });
+    var button = document.createElement("button");
+    button.type = "submit";
+    button.className = "danger";
+    button.textContent = "Revoke";
+    button.setAttribute("aria-label", "Revoke token " + (model.note || model.id));
+    revoke.appendChild(button);
+    actions.appendChild(revoke);
+    body.insertBefore(row, body.firstChild);
+  }
+
   function tokenPage() {
     var section = byId("token-page");
     var path = section.getAttribute("data-api");
@@ -158,6 +321,7 @@
         var noteEl = byId("token-result-note");
         if (noteEl) { noteEl.textContent = "(" + model.note + ")"; }
         result.hidden = false;
+        addTokenRow(model);
         form.reset();
       }, function (err) {
         button.disabled = false;

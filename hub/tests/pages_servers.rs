@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -770,30 +770,124 @@ servers_test!(
 
 // === limits ===
 
+/// The place of `user`'s default server in the spawn page's line, from the JSON the
+/// spawn-pending page's script polls.
+async fn queue_place(hub: &TestHub, user: &str, cookie: &str) -> Value {
+    let resp = hub
+        .get_page(&format!("/hub/spawn-queue/{user}"), Some(cookie))
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.body);
+    serde_json::from_str(&resp.body).unwrap()
+}
+
 servers_test!(
-    spawn_limits_answer_429,
+    spawn_limits_queue_page_starts,
     "[hub]\nconcurrent_spawn_limit = 1\n".to_owned(),
     Arc::new(NeverSpawner),
     |hub, _sp| async move {
         let alice = hub.browser("alice").await;
         let bob = hub.browser("bob").await;
+        let carol = hub.browser("carol").await;
         let resp = hub.get_page("/hub/spawn", Some(&alice.cookie)).await;
         assert_redirect(&resp, StatusCode::FOUND, "/hub/spawn-pending/alice");
+        // The API refuses at the limit, with Retry-After...
+        let (status, body) = bob.with_xsrf(Method::POST, "/users/bob/server", None).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        // ...the pages put the start in a line and show its place.
         let resp = hub.get_page("/hub/spawn", Some(&bob.cookie)).await;
-        assert_eq!(resp.status, StatusCode::TOO_MANY_REQUESTS, "{}", resp.body);
-        let retry: u32 = resp.headers["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!((30..=60).contains(&retry));
+        assert_redirect(&resp, StatusCode::FOUND, "/hub/spawn-pending/bob");
+        let resp = hub.get_page("/hub/spawn", Some(&carol.cookie)).await;
+        assert_redirect(&resp, StatusCode::FOUND, "/hub/spawn-pending/carol");
+        let page = hub
+            .get_page("/hub/spawn-pending/carol", Some(&carol.cookie))
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
         assert!(
-            resp.body
-                .contains("Too many users trying to log in right now")
+            page.body.contains("Waiting for a free slot"),
+            "{}",
+            page.body
         );
-        assert!(resp.body.contains("Servers starting right now: 1."));
-        let (status, _) = alice
-            .with_xsrf(Method::DELETE, "/users/alice/server", None)
+        assert!(page.body.contains(
+            "<strong id=\"queue-number\">2</strong> of <span id=\"queue-length\">2</span>"
+        ));
+        assert!(page.body.contains("(at most 1 at a time)"));
+        assert!(page.body.contains("data-queued=\"true\""));
+        assert_eq!(
+            queue_place(hub, "bob", &bob.cookie).await,
+            json!({"queued": true, "position": 1, "length": 2, "starting": 1})
+        );
+        // Starting again while waiting keeps the place.
+        let resp = hub.get_page("/hub/spawn", Some(&bob.cookie)).await;
+        assert_redirect(&resp, StatusCode::FOUND, "/hub/spawn-pending/bob");
+        assert_eq!(queue_place(hub, "bob", &bob.cookie).await["position"], 1);
+        // Someone else's place is not visible.
+        let resp = hub
+            .get_page("/hub/spawn-queue/bob", Some(&carol.cookie))
+            .await;
+        assert_eq!(resp.status, StatusCode::NOT_FOUND);
+        // Leaving the line needs the form's _xsrf, then goes home.
+        let resp = hub
+            .page(
+                Method::POST,
+                "/hub/spawn-pending/carol",
+                Some(&carol.cookie),
+                Some(&[("action", "cancel")]),
+                &[],
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::FORBIDDEN);
+        let resp = hub
+            .page(
+                Method::POST,
+                "/hub/spawn-pending/carol",
+                Some(&carol.cookie),
+                Some(&[("_xsrf", carol.xsrf.as_str()), ("action", "cancel")]),
+                &[],
+            )
+            .await;
+        assert_redirect(&resp, StatusCode::SEE_OTHER, "/hub/home");
+        assert_eq!(
+            queue_place(hub, "carol", &carol.cookie).await,
+            json!({"queued": false})
+        );
+        assert_eq!(queue_place(hub, "bob", &bob.cookie).await["length"], 1);
+        let page = hub
+            .get_page("/hub/spawn-pending/carol", Some(&carol.cookie))
+            .await;
+        assert!(page.body.contains("Server not running"), "{}", page.body);
+        // Alice cancels her start from her pending page: the slot goes to bob.
+        let resp = hub
+            .page(
+                Method::POST,
+                "/hub/spawn-pending/alice",
+                Some(&alice.cookie),
+                Some(&[("_xsrf", alice.xsrf.as_str()), ("action", "cancel")]),
+                &[],
+            )
+            .await;
+        assert_redirect(&resp, StatusCode::SEE_OTHER, "/hub/home");
+        let mut started = false;
+        for _ in 0..200 {
+            if queue_place(hub, "bob", &bob.cookie).await == json!({"queued": false}) {
+                let id = row(hub, "bob", "").await.unwrap().id;
+                if hub.state.servers.current(id).is_some() {
+                    started = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(started, "bob's start never left the line");
+        let page = hub
+            .get_page("/hub/spawn-pending/bob", Some(&bob.cookie))
+            .await;
+        assert!(
+            page.body.contains("Your server is starting up"),
+            "{}",
+            page.body
+        );
+        let (status, _) = bob
+            .with_xsrf(Method::DELETE, "/users/bob/server", None)
             .await;
         assert!(status.is_success());
     }
@@ -817,5 +911,240 @@ servers_test!(
         let resp = hub.get_page("/hub/spawn/alice", Some(&bob.cookie)).await;
         assert_eq!(resp.status, StatusCode::NOT_FOUND);
         assert_eq!(sp.running(), 0);
+    }
+);
+
+// === profiles ===
+
+/// A [`MockSpawner`] that records what each start was given.
+#[derive(Debug, Default)]
+struct Recording {
+    mock: MockSpawner,
+    seen: Mutex<Vec<SpawnContext>>,
+}
+
+impl Recording {
+    fn last(&self) -> SpawnContext {
+        self.seen.lock().unwrap().last().cloned().unwrap()
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl Spawner for Recording {
+    fn kind(&self) -> &str {
+        "recording"
+    }
+
+    async fn start(&self, ctx: &SpawnContext) -> Result<Started, SpawnError> {
+        self.seen.lock().unwrap().push(ctx.clone());
+        self.mock.start(ctx).await
+    }
+
+    async fn poll(&self, server: &ServerRef, state: &Value) -> Result<PollStatus, SpawnError> {
+        self.mock.poll(server, state).await
+    }
+
+    async fn stop(&self, server: &ServerRef, state: &Value, now: bool) -> Result<(), SpawnError> {
+        self.mock.stop(server, state, now).await
+    }
+}
+
+const PROFILES: &str = r#"
+[groups.ml]
+users = ["bob"]
+
+[[profiles]]
+slug = "small"
+display_name = "Small <b>box</b>"
+description = "One CPU. '\"><img src=x onerror=alert(1)>"
+default = true
+environment = { PROFILE_SIZE = "small" }
+user_options = { cpu_limit = 1 }
+
+[[profiles]]
+slug = "gpu"
+display_name = "GPU"
+description = "For the machine-learning group."
+groups = ["ml"]
+environment = { PROFILE_SIZE = "gpu", EXTRA = "yes" }
+user_options = { image = "gpu-image", cpu_limit = 8 }
+"#;
+
+servers_test!(
+    profiles_for_each_user,
+    PROFILES.to_owned(),
+    Arc::new(Recording::default()),
+    |hub, sp| async move {
+        // One profile to choose from: no question, the start uses it.
+        let alice = hub.browser("alice").await;
+        let resp = hub.get_page("/hub/spawn", Some(&alice.cookie)).await;
+        assert_redirect(&resp, StatusCode::FOUND, "/hub/spawn-pending/alice");
+        wait_for(hub, "alice", "", ServerPhase::Running).await;
+        let ctx = sp.last();
+        assert_eq!(
+            ctx.user_options,
+            json!({"profile": "small", "cpu_limit": 1})
+        );
+        assert_eq!(ctx.env["PROFILE_SIZE"], "small");
+        // What is saved is the choice, not the profile's settings.
+        let saved = row(hub, "alice", "").await.unwrap();
+        assert_eq!(
+            Value::Object(saved.user_options),
+            json!({"profile": "small"})
+        );
+        let home = hub.get_page("/hub/home", Some(&alice.cookie)).await;
+        assert!(
+            home.body.contains(
+                "<dt>Profile</dt><dd class=\"server-profile\">Small &lt;b&gt;box&lt;/b&gt;</dd>"
+            ),
+            "{}",
+            home.body
+        );
+
+        // A profile for another group is refused, by the API and by the spawn page.
+        hub.browser("dave").await;
+        let dave = hub.user("dave", false).await;
+        let (status, body) = hub
+            .post("/users/dave/server", Some(&dave), json!({"profile": "gpu"}))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(
+            body["message"],
+            "There is no server profile \"gpu\" you can use."
+        );
+        let dave_page = hub.browser("dave").await;
+        let resp = hub
+            .get_page("/hub/spawn?profile=gpu", Some(&dave_page.cookie))
+            .await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{}", resp.body);
+        assert!(
+            resp.body
+                .contains("There is no server profile &quot;gpu&quot; you can use.")
+        );
+        assert!(row(hub, "dave", "").await.unwrap().user_options.is_empty());
+
+        // Bob, in the group, chooses on the spawn page.
+        let bob = hub.browser("bob").await;
+        let page = hub.get_page("/hub/spawn", Some(&bob.cookie)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert!(page.body.contains("<legend>Choose a profile</legend>"));
+        assert!(page.body.contains("id=\"profile-small\" value=\"small\""));
+        assert!(page.body.contains("id=\"profile-gpu\" value=\"gpu\""));
+        assert!(
+            page.body
+                .contains("<label for=\"profile-small\">Small &lt;b&gt;box&lt;/b&gt;</label>")
+        );
+        assert!(!page.body.contains("<img src=x"), "{}", page.body);
+        assert!(page.body.contains("<code>image: gpu-image</code>"));
+        // The default is preselected.
+        let small = page.body.find("id=\"profile-small\"").unwrap();
+        let gpu = page.body.find("id=\"profile-gpu\"").unwrap();
+        assert!(page.body[small..gpu].contains(" checked"));
+        assert!(
+            !page.body[gpu..]
+                .split("</div>")
+                .next()
+                .unwrap()
+                .contains(" checked")
+        );
+        let xsrf = page.xsrf_field().unwrap();
+        let resp = hub
+            .page(
+                Method::POST,
+                "/hub/spawn",
+                Some(&bob.cookie),
+                Some(&[
+                    ("_xsrf", xsrf.as_str()),
+                    ("profile", "gpu"),
+                    ("cpu_limit", "64"),
+                ]),
+                &[],
+            )
+            .await;
+        assert_redirect(&resp, StatusCode::FOUND, "/hub/spawn-pending/bob");
+        wait_for(hub, "bob", "", ServerPhase::Running).await;
+        let ctx = sp.last();
+        // The profile's settings win over what the form sent.
+        assert_eq!(
+            ctx.user_options,
+            json!({"profile": "gpu", "cpu_limit": 8, "image": "gpu-image"})
+        );
+        assert_eq!(ctx.env["PROFILE_SIZE"], "gpu");
+        assert_eq!(ctx.env["EXTRA"], "yes");
+        assert!(ctx.env.contains_key("JUPYTERHUB_API_TOKEN"));
+        // Next time the last choice is preselected.
+        let (status, _) = bob
+            .with_xsrf(Method::DELETE, "/users/bob/server", None)
+            .await;
+        assert!(status.is_success());
+        wait_for(hub, "bob", "", ServerPhase::Stopped).await;
+        let page = hub.get_page("/hub/spawn", Some(&bob.cookie)).await;
+        let gpu = page.body.find("id=\"profile-gpu\"").unwrap();
+        assert!(
+            page.body[gpu..]
+                .split("</div>")
+                .next()
+                .unwrap()
+                .contains(" checked")
+        );
+        // A profile chosen in the URL starts at once.
+        let resp = hub
+            .get_page("/hub/spawn?profile=small", Some(&bob.cookie))
+            .await;
+        assert_redirect(&resp, StatusCode::FOUND, "/hub/spawn-pending/bob");
+        wait_for(hub, "bob", "", ServerPhase::Running).await;
+        assert_eq!(sp.last().user_options["profile"], "small");
+        assert_eq!(sp.count(), 3);
+    }
+);
+
+servers_test!(
+    no_profile_for_this_user,
+    "[[profiles]]\nslug = \"gpu\"\ngroups = [\"ml\"]\n".to_owned(),
+    Arc::new(Recording::default()),
+    |hub, sp| async move {
+        let alice = hub.browser("alice").await;
+        let resp = hub.get_page("/hub/spawn", Some(&alice.cookie)).await;
+        assert_eq!(resp.status, StatusCode::FORBIDDEN, "{}", resp.body);
+        assert!(resp.body.contains("No server profile is available to you"));
+        let (status, body) = alice
+            .with_xsrf(Method::POST, "/users/alice/server", None)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(sp.count(), 0);
+    }
+);
+
+servers_test!(
+    failed_start_says_why_and_where_the_log_is,
+    String::new(),
+    Arc::new(FailingSpawner {
+        refusal: Some(("Quota exceeded: 0 of 2 GPUs free <now>".to_owned(), 403)),
+    }),
+    |hub, _sp| async move {
+        let alice = hub.browser("alice").await;
+        let resp = hub.get_page("/hub/spawn", Some(&alice.cookie)).await;
+        let page = hub
+            .get_page("/hub/spawn-pending/alice", Some(&alice.cookie))
+            .await;
+        assert_eq!(
+            page.status,
+            StatusCode::FORBIDDEN,
+            "{} {}",
+            resp.status,
+            page.body
+        );
+        assert!(page.body.contains("Server failed to start"));
+        assert!(
+            page.body
+                .contains("Spawn failed: Quota exceeded: 0 of 2 GPUs free &lt;now&gt;")
+        );
+        assert!(page.body.contains("id=\"log-hint\""));
+        assert!(page.body.contains("The hub&#x27;s log has the details"));
+        assert!(page.body.contains("Try again"));
     }
 );

@@ -9,15 +9,20 @@
 //! - `hub` → `hub/`; `hub/` → the logged-in user's default page, or the login page;
 //! - `login`, `logout` ([`auth_pages`]);
 //! - `home`, `token` ([`home`], [`token_page`]);
-//! - `spawn[/<user>[/<server>]]`, `spawn-pending/<user>[/<server>]`, `user/<name>/<path>`,
-//!   `user-redirect/<path>` ([`servers`]);
+//! - `admin` ([`admin`]), `accept-share` ([`accept_share`]);
+//! - `spawn[/<user>[/<server>]]`, `spawn-pending/<user>[/<server>]`,
+//!   `spawn-queue/<user>[/<server>]`, `user/<name>/<path>`, `user-redirect/<path>`
+//!   ([`servers`], [`queue`]);
 //! - `security/csp-report`, `static/…`, `logo`, `error/<code>`;
 //! - anything else under the prefix: an HTML 404 page; any other path that reaches the hub is
 //!   sent to the same path under the prefix ([`fallback`]).
 
+pub mod accept_share;
+pub mod admin;
 pub mod auth_pages;
 pub mod home;
 pub mod next_url;
+pub mod queue;
 pub mod servers;
 pub mod session;
 pub mod templates;
@@ -55,6 +60,11 @@ pub fn router(prefix: &str) -> Router<AppState> {
         )
         .route(&format!("{prefix}logout"), get(auth_pages::logout))
         .route(&format!("{prefix}home"), get(home::home_page))
+        .route(&format!("{prefix}admin"), get(admin::admin_page))
+        .route(
+            &format!("{prefix}accept-share"),
+            get(accept_share::accept_share_page).post(accept_share::accept_share_submit),
+        )
         .route(
             &format!("{prefix}token"),
             get(token_page::token_page).post(token_page::token_submit),
@@ -69,7 +79,11 @@ pub fn router(prefix: &str) -> Router<AppState> {
         )
         .route(
             &format!("{prefix}spawn-pending/{{*rest}}"),
-            get(servers::spawn_pending_page),
+            get(servers::spawn_pending_page).post(servers::spawn_pending_submit),
+        )
+        .route(
+            &format!("{prefix}spawn-queue/{{*rest}}"),
+            get(servers::spawn_queue_status),
         )
         .route(
             &format!("{prefix}user/{{*rest}}"),
@@ -114,10 +128,14 @@ impl From<Response> for Halt {
 pub type PageResult = Result<Response, Halt>;
 
 /// The context every page template gets: the logged-in user (for the navigation bar) and the
-/// `_xsrf` token.
+/// `_xsrf` token. [`render`] adds `template`, the page's template name without `.html`.
 pub fn base_context(browser: Option<&Browser>) -> Value {
     let user = browser.and_then(|b| b.user.as_ref()).map(|u| {
-        context! { name => u.principal.name(), admin => u.principal.admin() }
+        context! {
+            name => u.principal.name(),
+            admin => u.principal.admin(),
+            admin_ui => u.scopes.holds("admin-ui"),
+        }
     });
     context! {
         user => user,
@@ -133,7 +151,9 @@ pub fn render(
     template: &str,
     ctx: Value,
 ) -> Response {
+    let page = template.strip_suffix(".html").unwrap_or(template);
     let ctx = context! { ..ctx, ..base_context(browser) };
+    let ctx = context! { template => page, ..ctx };
     let html = state.templates.render_or_fallback(template, ctx);
     let mut resp = (status, Html(html)).into_response();
     // Pages show per-user state and tokens: never from a shared cache.
@@ -415,9 +435,102 @@ fn loggable_path(path: &str) -> String {
     shown
 }
 
-/// `GET /hub/static/<path>`: the built-in static files, cached for long (their URLs carry a
-/// version tag).
-async fn static_file(Path(path): Path<String>) -> Response {
+/// The content type of a static file, by its extension.
+fn static_content_type(path: &str) -> &'static str {
+    let ext = path
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" | "map" => "application/json",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "ico" => "image/x-icon",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "ttf" => "font/ttf",
+        "otf" => "font/otf",
+        "txt" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// An operator's file for `/hub/static/<path>` from `hub.static_paths`: its bytes and a
+/// validator (size and modification time). `None` when no directory has it.
+async fn operator_static(state: &AppState, path: &str) -> Option<(Vec<u8>, String)> {
+    if state.config.hub.static_paths.is_empty()
+        || !templates::safe_name(path)
+        || path.split('/').any(|seg| seg.starts_with('.'))
+    {
+        return None;
+    }
+    for dir in &state.config.hub.static_paths {
+        let file = dir.join(path);
+        let Ok(meta) = tokio::fs::metadata(&file).await else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        match tokio::fs::read(&file).await {
+            Ok(bytes) => {
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                let etag = format!("\"{:x}-{modified:x}\"", bytes.len());
+                return Some((bytes, etag));
+            }
+            Err(e) => {
+                tracing::error!("hub.static_paths: cannot read {}: {e}", file.display());
+            }
+        }
+    }
+    None
+}
+
+/// `GET /hub/static/<path>`: a file from `hub.static_paths` (revalidated on every use, so
+/// operators can change it while the hub runs), else a built-in file (cached for long: its
+/// URL carries a version tag).
+async fn static_file(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some((bytes, etag)) = operator_static(&state, &path).await {
+        let fresh = headers
+            .get(http::header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+        let etag = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\""));
+        let mut resp = if fresh {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            (
+                [(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(static_content_type(&path)),
+                )],
+                bytes,
+            )
+                .into_response()
+        };
+        let out = resp.headers_mut();
+        out.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        out.insert(http::header::ETAG, etag);
+        return resp;
+    }
+    builtin_static(&path)
+}
+
+/// A built-in static file, or 404.
+fn builtin_static(path: &str) -> Response {
     match templates::STATIC_FILES
         .iter()
         .find(|(name, _, _)| *name == path)
@@ -455,7 +568,7 @@ async fn logo(State(state): State<AppState>) -> Response {
             Err(e) => tracing::error!("hub.logo_file {}: {e}", path.display()),
         }
     }
-    static_file(Path("logo.svg".to_owned())).await
+    builtin_static("logo.svg")
 }
 
 /// `GET /hub/error/<code>`: the page the proxy shows when a user's server cannot be reached

@@ -19,6 +19,8 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use hub_plugin::{ServerRef, SpawnError};
 use minijinja::context;
+use minijinja::value::Serde;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::access::{Identity, Via};
@@ -29,8 +31,10 @@ use crate::db::models::spawners::{self, NewSpawner, ServerPhase, Spawner};
 use crate::db::models::{groups, users};
 use crate::rbac::{Target, UserGroups};
 use crate::spawn::names::validate_server_name;
+use crate::spawn::profiles::{self, ProfileError};
 use crate::spawn::{self, Failure, Pending, ServerError};
 use crate::state::AppState;
+use crate::web::queue::Place;
 use crate::web::{
     Browser, ErrorPage, Halt, PageForm, PageResult, QueryArgs, db_unavailable, decode_segment,
     found, redirect, render, session, with_next,
@@ -155,6 +159,12 @@ impl Refusal {
             message: message.into(),
             retry_after: None,
         }
+    }
+
+    /// The refusal of the spawn throttle (`concurrent_spawn_limit`): the start can wait in
+    /// the line instead.
+    fn is_throttle(&self) -> bool {
+        self.status == StatusCode::TOO_MANY_REQUESTS && self.retry_after.is_some()
     }
 
     fn from_server_error(state: &AppState, e: ServerError) -> Self {
@@ -363,6 +373,11 @@ fn redirect_if_active(
     row: &Spawner,
     next: Option<&str>,
 ) -> Option<Response> {
+    if state.spawn_queue.place(row.id).is_some() {
+        return Some(
+            browser.with_cookies(state, found(&pending_url(state, owner, &row.name, next))),
+        );
+    }
     match status(state, row) {
         Status::Ready => {
             let target = next.map_or_else(|| server_url(state, owner, &row.name), str::to_owned);
@@ -507,6 +522,55 @@ struct SpawnTarget {
     row: Spawner,
     next: Option<String>,
     form: Option<String>,
+    /// The profiles the owner may use (empty without `[[profiles]]`).
+    profiles: Vec<ProfileView>,
+}
+
+impl SpawnTarget {
+    /// Whether the page asks before starting: the spawner has an options form, or there is a
+    /// choice of profiles.
+    fn asks(&self) -> bool {
+        self.form.is_some() || self.profiles.len() > 1
+    }
+}
+
+/// A profile as the spawn page offers it.
+#[derive(Debug, Clone, Serialize)]
+struct ProfileView {
+    slug: String,
+    label: String,
+    description: String,
+    /// What it sets, as `key: value` texts.
+    settings: Vec<String>,
+    checked: bool,
+}
+
+/// The profiles `owner` may use, the last chosen one (else the default) checked.
+fn profile_views(state: &AppState, owner: &Owner, row: &Spawner) -> Vec<ProfileView> {
+    let visible = profiles::visible(&state.config, &owner.user.name, &owner.groups);
+    let last = row
+        .user_options
+        .get(profiles::PROFILE_OPTION)
+        .and_then(Value::as_str)
+        .filter(|slug| visible.iter().any(|p| p.slug == *slug));
+    let checked = last.or_else(|| profiles::default_of(&visible).map(|p| p.slug.as_str()));
+    visible
+        .iter()
+        .map(|p| ProfileView {
+            slug: p.slug.clone(),
+            label: p.label().to_owned(),
+            description: p.description.clone(),
+            settings: p
+                .user_options
+                .iter()
+                .map(|(key, value)| match value {
+                    Value::String(text) => format!("{key}: {text}"),
+                    other => format!("{key}: {other}"),
+                })
+                .collect(),
+            checked: Some(p.slug.as_str()) == checked,
+        })
+        .collect()
 }
 
 /// Resolves the server of a spawn request: access, named-server rules, the row (created when
@@ -533,20 +597,27 @@ async fn spawn_target(
         user: owner.user.name.clone(),
         name: row.name.clone(),
     });
+    let profiles = profile_views(state, &owner, &row);
+    if !state.config.profiles.is_empty() && profiles.is_empty() {
+        return Err(ErrorPage::new(StatusCode::FORBIDDEN)
+            .message(ProfileError::NoneAvailable.to_string())
+            .halt(state, Some(browser)));
+    }
     Ok(SpawnTarget {
         next: browser.safe_next(state, next),
         owner,
         row,
         form,
+        profiles,
     })
 }
 
-/// The spawn page with the spawner's options form (and an error from the last submission).
+/// The spawn page with the profiles and the spawner's options form (and an error from the
+/// last submission).
 fn form_page(
     state: &AppState,
     browser: &Browser,
     target: &SpawnTarget,
-    form: &str,
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
@@ -561,7 +632,9 @@ fn form_page(
             for_user => (owner != me).then_some(owner),
             server_name => target.row.name.clone(),
             server_label => server_label(owner, &target.row),
-            spawner_options_form => form,
+            spawner_options_form => target.form.clone(),
+            profiles => (target.profiles.len() > 1)
+                .then(|| minijinja::Value::from(Serde(&target.profiles))),
             url => spawn_url(state, owner, &target.row.name, target.next.as_deref()),
             error_message => error,
         },
@@ -577,12 +650,8 @@ async fn launch(
     options: Option<Map<String, Value>>,
 ) -> Response {
     let owner = &target.owner.user.name;
-    let result = match options.map(|o| validate_options(state, o)).transpose() {
-        Ok(options) => begin_spawn(state, &target.owner, &target.row, options).await,
-        Err(refusal) => Err(refusal),
-    };
-    match result {
-        Ok(()) => browser.with_cookies(
+    let to_pending = || {
+        browser.with_cookies(
             state,
             found(&pending_url(
                 state,
@@ -590,22 +659,43 @@ async fn launch(
                 &target.row.name,
                 target.next.as_deref(),
             )),
-        ),
-        Err(refusal) => match &target.form {
-            Some(form) => {
-                let mut resp = form_page(
-                    state,
-                    browser,
-                    target,
-                    form,
-                    refusal.status,
-                    Some(&refusal.message),
-                );
-                add_retry_after(&mut resp, refusal.retry_after);
-                resp
+        )
+    };
+    let result = match options.map(|o| validate_options(state, o)).transpose() {
+        // Others wait already: this start waits behind them.
+        Ok(options) if !state.spawn_queue.is_empty() => {
+            state
+                .spawn_queue
+                .join(state, target.row.id, &target.owner.user, options);
+            return to_pending();
+        }
+        Ok(options) => {
+            match begin_spawn(state, &target.owner, &target.row, options.clone()).await {
+                Err(refusal) if refusal.is_throttle() => {
+                    state
+                        .spawn_queue
+                        .join(state, target.row.id, &target.owner.user, options);
+                    return to_pending();
+                }
+                other => other,
             }
-            None => refusal.page(state, browser),
-        },
+        }
+        Err(refusal) => Err(refusal),
+    };
+    match result {
+        Ok(()) => to_pending(),
+        Err(refusal) if target.asks() => {
+            let mut resp = form_page(
+                state,
+                browser,
+                target,
+                refusal.status,
+                Some(&refusal.message),
+            );
+            add_retry_after(&mut resp, refusal.retry_after);
+            resp
+        }
+        Err(refusal) => refusal.page(state, browser),
     }
 }
 
@@ -627,18 +717,21 @@ pub async fn spawn_page(
     ) {
         return Ok(resp);
     }
-    let options = query_options(&query, target.form.is_some());
+    let mut options = query_options(&query, target.asks());
+    // `?profile=<slug>` chooses a profile even where nothing else is asked.
     if options.is_none()
-        && let Some(form) = &target.form
+        && !state.config.profiles.is_empty()
+        && let Some(slug) = query.get(profiles::PROFILE_OPTION)
     {
-        return Ok(form_page(
-            &state,
-            &browser,
-            &target,
-            form,
-            StatusCode::OK,
-            None,
-        ));
+        let mut chosen = Map::new();
+        chosen.insert(
+            profiles::PROFILE_OPTION.to_owned(),
+            Value::String(slug.to_owned()),
+        );
+        options = Some(chosen);
+    }
+    if options.is_none() && target.asks() {
+        return Ok(form_page(&state, &browser, &target, StatusCode::OK, None));
     }
     Ok(launch(&state, &browser, &target, options).await)
 }
@@ -677,6 +770,46 @@ pub async fn spawn_submit(
     Ok(launch(&state, &browser, &target, Some(options)).await)
 }
 
+/// Where the output of server `server` of `owner` can be read, for the page that says its
+/// start failed: the log file of the `local` spawner with `spawner.log_dir`, else the hub's log.
+fn log_hint(state: &AppState, owner: &str, server: &str) -> String {
+    match &state.config.spawner.log_dir {
+        Some(dir) if state.spawner.kind() == "local" => format!(
+            "The server's output is in {} on the hub's machine.",
+            spawner_local::log_path(dir, owner, server).display()
+        ),
+        _ => "The hub's log has the details; an administrator can read it.".to_owned(),
+    }
+}
+
+/// The server a spawn-pending request is about, after the access check.
+async fn pending_target(
+    state: &AppState,
+    browser: &Browser,
+    identity: &Identity,
+    uri: &Uri,
+    page: &str,
+) -> Result<(Owner, Spawner), Halt> {
+    let me = identity.principal.name().to_owned();
+    let (user, server) = page_target(state, browser, uri, page, &me)?;
+    let owner = authorize(state, browser, identity, "servers", &user, &server).await?;
+    let Some(row) = server_row(state, browser, &owner, &server, false).await? else {
+        return Err(ErrorPage::new(StatusCode::NOT_FOUND)
+            .message(format!("{} has no server named {server}", owner.user.name))
+            .halt(state, Some(browser)));
+    };
+    Ok((owner, row))
+}
+
+/// The API path of a server (`users/<u>/server`, `users/<u>/servers/<s>`).
+fn api_path(owner: &str, server: &str) -> String {
+    if server.is_empty() {
+        format!("users/{}/server", url_name(owner))
+    } else {
+        format!("users/{}/servers/{}", url_name(owner), url_name(server))
+    }
+}
+
 /// `GET /hub/spawn-pending/<user>[/<server>]`.
 pub async fn spawn_pending_page(
     State(state): State<AppState>,
@@ -686,16 +819,11 @@ pub async fn spawn_pending_page(
 ) -> PageResult {
     let identity = browser.require_user(&state)?;
     let me = identity.principal.name().to_owned();
-    let (user, server) = page_target(&state, &browser, &uri, "spawn-pending", &me)?;
-    let owner = authorize(&state, &browser, identity, "servers", &user, &server).await?;
+    let (owner, row) = pending_target(&state, &browser, identity, &uri, "spawn-pending").await?;
     let next = browser.safe_next(&state, query.get("next"));
-    let Some(row) = server_row(&state, &browser, &owner, &server, false).await? else {
-        return Err(ErrorPage::new(StatusCode::NOT_FOUND)
-            .message(format!("{} has no server named {server}", owner.user.name))
-            .halt(&state, Some(&browser)));
-    };
     let owner_name = owner.user.name.as_str();
     let label = server_label(owner_name, &row);
+    let prefix = state.config.hub.hub_prefix();
     let not_running = |status: StatusCode, failed: Option<String>, pending: Option<&str>| {
         render(
             &state,
@@ -708,12 +836,40 @@ pub async fn spawn_pending_page(
                 server_name => row.name.clone(),
                 server_label => label.clone(),
                 spawn_url => spawn_url(&state, owner_name, &row.name, next.as_deref()),
+                log_hint => failed.as_ref().map(|_| log_hint(&state, owner_name, &row.name)),
                 failed => failed.is_some(),
                 failed_message => failed,
                 pending => pending,
             },
         )
     };
+    let pending_page = |place: Option<Place>| {
+        let api_path = api_path(owner_name, &row.name);
+        render(
+            &state,
+            Some(&browser),
+            StatusCode::OK,
+            "spawn_pending.html",
+            context! {
+                owner => owner_name,
+                server_name => row.name.clone(),
+                server_label => label.clone(),
+                progress_url => format!("{prefix}api/{api_path}/progress"),
+                queue_url => format!("{prefix}spawn-queue{}", server_suffix(owner_name, &row.name)),
+                cancel_url => pending_url(&state, owner_name, &row.name, None),
+                api_path => api_path,
+                server_url => server_url(&state, owner_name, &row.name),
+                next_url => next.clone(),
+                home_url => format!("{prefix}home"),
+                queued => place.map(|p| minijinja::Value::from(Serde(p))),
+                starting => state.servers.spawns_pending(),
+                spawn_limit => state.config.hub.concurrent_spawn_limit.get(),
+            },
+        )
+    };
+    if let Some(place) = state.spawn_queue.place(row.id) {
+        return Ok(pending_page(Some(place)));
+    }
     Ok(match status(&state, &row) {
         Status::Ready => {
             let target = next
@@ -721,34 +877,7 @@ pub async fn spawn_pending_page(
                 .unwrap_or_else(|| server_url(&state, owner_name, &row.name));
             browser.with_cookies(&state, found(&target))
         }
-        Status::Spawning => {
-            let prefix = state.config.hub.hub_prefix();
-            let api_path = if row.name.is_empty() {
-                format!("users/{}/server", url_name(owner_name))
-            } else {
-                format!(
-                    "users/{}/servers/{}",
-                    url_name(owner_name),
-                    url_name(&row.name)
-                )
-            };
-            render(
-                &state,
-                Some(&browser),
-                StatusCode::OK,
-                "spawn_pending.html",
-                context! {
-                    owner => owner_name,
-                    server_name => row.name.clone(),
-                    server_label => label.clone(),
-                    progress_url => format!("{prefix}api/{api_path}/progress"),
-                    api_path => api_path,
-                    server_url => server_url(&state, owner_name, &row.name),
-                    next_url => next.clone(),
-                    home_url => format!("{prefix}home"),
-                },
-            )
-        }
+        Status::Spawning => pending_page(None),
         Status::Busy(kind) => not_running(StatusCode::OK, None, Some(kind.as_str())),
         Status::Failed(failure) => {
             let status = StatusCode::from_u16(failure.status)
@@ -759,6 +888,82 @@ pub async fn spawn_pending_page(
         }
         Status::Stopped => not_running(StatusCode::OK, None, None),
     })
+}
+
+/// `POST /hub/spawn-pending/<user>[/<server>]` with `action=cancel`: leaves the line, or
+/// cancels the start under way (as stopping the server does), then goes home.
+pub async fn spawn_pending_submit(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    browser: Browser,
+    form: PageForm,
+) -> PageResult {
+    browser.check_xsrf(&state, &headers, form.get("_xsrf"))?;
+    let Some(identity) = &browser.user else {
+        return Err(ErrorPage::new(StatusCode::FORBIDDEN)
+            .message("You are not logged in.")
+            .halt(&state, Some(&browser)));
+    };
+    if form.get("action") != Some("cancel") {
+        return Err(ErrorPage::new(StatusCode::BAD_REQUEST)
+            .message("Unknown action.")
+            .halt(&state, Some(&browser)));
+    }
+    let (owner, row) = pending_target(&state, &browser, identity, &uri, "spawn-pending").await?;
+    let home = format!("{}home", state.config.hub.hub_prefix());
+    if !state.spawn_queue.leave(row.id) && status(&state, &row) == Status::Spawning {
+        match spawn::stop(&state, &owner.user, row.id, false).await {
+            Ok(_) => {}
+            Err(ServerError::Refused {
+                status, message, ..
+            }) => {
+                return Err(ErrorPage::new(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                )
+                .message(message)
+                .halt(&state, Some(&browser)));
+            }
+            Err(ServerError::Db(e)) => return Err(db_unavailable(&state, Some(&browser), &e)),
+        }
+    }
+    tracing::info!(
+        server = %auth_pam::loggable(&server_label(&owner.user.name, &row)),
+        by = %auth_pam::loggable(identity.principal.name()),
+        "start cancelled from the spawn-pending page"
+    );
+    Ok(browser.with_cookies(&state, redirect(StatusCode::SEE_OTHER, &home)))
+}
+
+/// `GET /hub/spawn-queue/<user>[/<server>]`: the place of a waiting start, as JSON, for the
+/// spawn-pending page's script: `{"queued": true, "position", "length", "starting"}`, or
+/// `{"queued": false}` once it has left the line.
+pub async fn spawn_queue_status(
+    State(state): State<AppState>,
+    uri: Uri,
+    browser: Browser,
+) -> PageResult {
+    let Some(identity) = &browser.user else {
+        return Ok(json_error(StatusCode::FORBIDDEN, "You are not logged in."));
+    };
+    let (_, row) = pending_target(&state, &browser, identity, &uri, "spawn-queue").await?;
+    let body = match state.spawn_queue.place(row.id) {
+        Some(place) => json!({
+            "queued": true,
+            "position": place.position,
+            "length": place.length,
+            "starting": state.servers.spawns_pending(),
+        }),
+        None => json!({ "queued": false }),
+    };
+    Ok((
+        [
+            (CONTENT_TYPE, "application/json"),
+            (http::header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_string(),
+    )
+        .into_response())
 }
 
 /// Whether a request to a user's server looks like an API call (JSON preferred over HTML, or

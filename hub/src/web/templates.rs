@@ -3,7 +3,9 @@
 //! (searched in order), without rebuilding. Templates are read once, on first use.
 //!
 //! Every template sees these globals: `base_url`, `prefix` (the hub prefix, e.g. `/hub/`),
-//! `version`, `logo_url`, `static_url(path)`, and the entries of `hub.template_vars`.
+//! `version`, `logo_url`, `static_url(path)`, `announcement` (`hub.announcement`),
+//! `custom_css` (whether `hub.static_paths` holds a `custom.css`), and the entries of
+//! `hub.template_vars` (which may replace any of them).
 //! Values are HTML-escaped unless a template says otherwise.
 
 use std::io::ErrorKind;
@@ -31,6 +33,11 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
     ("token.html", include_str!("../../templates/token.html")),
     ("oauth.html", include_str!("../../templates/oauth.html")),
+    ("admin.html", include_str!("../../templates/admin.html")),
+    (
+        "accept_share.html",
+        include_str!("../../templates/accept_share.html"),
+    ),
 ];
 
 /// The built-in static files (`/hub/static/<name>`), with their content types.
@@ -44,6 +51,11 @@ pub const STATIC_FILES: &[(&str, &str, &str)] = &[
         "hub.js",
         "text/javascript; charset=utf-8",
         include_str!("../../static/hub.js"),
+    ),
+    (
+        "admin.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/admin.js"),
     ),
     (
         "logo.svg",
@@ -111,7 +123,7 @@ pub struct Templates {
 }
 
 /// Whether a template name is a plain relative path that cannot leave a template directory.
-fn safe_name(name: &str) -> bool {
+pub(crate) fn safe_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('/')
         && !name.contains('\\')
@@ -161,6 +173,15 @@ impl Templates {
         env.add_global("prefix", prefix.clone());
         env.add_global("version", crate::VERSION);
         env.add_global("logo_url", format!("{prefix}logo"));
+        env.add_global("announcement", config.hub.announcement.clone());
+        // An operator's `custom.css` (in `hub.static_paths` when the hub starts) is linked by
+        // every page.
+        let custom_css = config
+            .hub
+            .static_paths
+            .iter()
+            .any(|dir| dir.join("custom.css").is_file());
+        env.add_global("custom_css", custom_css);
         for (key, value) in &config.hub.template_vars {
             env.add_global(key.clone(), value.clone());
         }
