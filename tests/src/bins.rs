@@ -35,6 +35,15 @@ pub fn hub() -> PathBuf {
     built("hub", "HUB_BIN")
 }
 
+/// The `singleuser-auth-shim` binary: `$SHIM_BIN`, else `$CARGO_TARGET_DIR/debug/...`, else
+/// `<workspace>/target/debug/singleuser-auth-shim`.
+///
+/// # Panics
+/// If none of these exists, with a message saying to build it first.
+pub fn singleuser_auth_shim() -> PathBuf {
+    built("singleuser-auth-shim", "SHIM_BIN")
+}
+
 /// The debug build of workspace binary `name`, or the file `$<env_var>` names.
 fn built(name: &str, env_var: &str) -> PathBuf {
     let mut tried = Vec::new();
@@ -151,4 +160,58 @@ pub fn singleuser_venv() -> PathBuf {
         venv
     })
     .clone()
+}
+
+/// Runs `scripts/python-test-env.sh <set>` (which creates or completes the venv, fast when all
+/// is in place) and returns the venv it prints, checking that it has `bin/<must_have>`.
+///
+/// # Panics
+/// When the script fails: a test that needs the venv must fail, never pass silently.
+fn python_env(set: &str, must_have: &str) -> PathBuf {
+    let script = workspace_root().join("scripts").join("python-test-env.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(set)
+        .env("CI", "true")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "`{} {set}` could not provide its venv ({}):\n{}",
+        script.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let venv = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        venv.join("bin").join(must_have).is_file(),
+        "{} printed {}, which has no bin/{must_have}",
+        script.display(),
+        venv.display()
+    );
+    venv
+}
+
+/// The venv with JupyterLab 4.6.6, ipykernel and the real `jupyterhub-singleuser` that
+/// `scripts/python-test-env.sh lab` creates (on first use, here too), every account may run:
+/// `$JHRS_LAB_VENV`, else `/var/tmp/jupyterhub-rs/venv-lab`.
+///
+/// # Panics
+/// When the script fails.
+pub fn lab_venv() -> PathBuf {
+    static VENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| python_env("lab", "jupyter-lab"))
+        .clone()
+}
+
+/// The venv with the real `jupyterhub-idle-culler` (`scripts/python-test-env.sh test`):
+/// `$JHRS_CACHE/venv`.
+///
+/// # Panics
+/// When the script fails.
+pub fn test_venv() -> PathBuf {
+    static VENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| python_env("test", "jupyterhub-idle-culler"))
+        .clone()
 }

@@ -135,6 +135,53 @@ impl Browser {
         }
     }
 
+    /// A browser with no cookies, for `origin` (such as `http://10.200.1.2:8000/`).
+    ///
+    /// # Errors
+    /// When `origin` is not a URL.
+    pub fn with_origin(who: &str, origin: &str) -> anyhow::Result<Self> {
+        let mut browser = Self::new(who, 0);
+        browser.origin = Url::parse(origin)?.join("/")?;
+        Ok(browser)
+    }
+
+    /// The origin this browser talks to, as `Origin` headers write it
+    /// (`http://127.0.0.1:8000`).
+    pub fn origin(&self) -> String {
+        self.origin.origin().ascii_serialization()
+    }
+
+    /// The `Cookie` header this browser sends to `path`, if any cookie matches.
+    pub fn cookie_header_for(&self, path: &str) -> Option<String> {
+        self.cookie_header(path)
+    }
+
+    /// A request as a page's script sends it (`fetch`): `headers` added (the `Cookie` header
+    /// comes from the jar), `body` sent as is. Not following redirects.
+    ///
+    /// # Errors
+    /// On connection errors and timeouts.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> anyhow::Result<Response> {
+        let url = self.url(target)?;
+        let mut request = self.client.request(method.clone(), url.clone());
+        if let Some(cookies) = self.cookie_header(url.path()) {
+            request = request.header(COOKIE, cookies);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        self.receive(method, url, request).await
+    }
+
     /// The absolute URL of `target` (a path, or a full URL that must be on this origin).
     ///
     /// # Errors
@@ -204,6 +251,16 @@ impl Browser {
                 .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .body(body);
         }
+        self.receive(method, url, request).await
+    }
+
+    /// Sends `request` and stores the cookies of its answer.
+    async fn receive(
+        &mut self,
+        method: Method,
+        url: Url,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<Response> {
         let reply = request
             .send()
             .await

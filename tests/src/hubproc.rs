@@ -10,6 +10,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -88,6 +89,58 @@ pub struct Hub {
     proxy_token: String,
     marker: String,
     client: reqwest::Client,
+    /// The address of the public port (the proxy's), `127.0.0.1` unless the options said.
+    public_ip: IpAddr,
+    /// The address the hub listens on.
+    hub_ip: IpAddr,
+    /// The address of the proxy's REST API.
+    proxy_api_ip: IpAddr,
+}
+
+/// A proxy the hub does not start (`[proxy] should_start = false`): the test runs it, at
+/// these addresses, with this token.
+#[derive(Debug, Clone)]
+pub struct ExternalProxy {
+    /// Where browsers reach it.
+    pub public: SocketAddr,
+    /// Its REST API.
+    pub api: SocketAddr,
+    /// Its `CONFIGPROXY_AUTH_TOKEN`.
+    pub token: String,
+}
+
+/// How [`Hub::start_with`] lays the deployment out, beyond the test's own TOML.
+#[derive(Debug, Clone, Default)]
+pub struct HubOptions {
+    /// The venv whose `bin/jupyterhub-singleuser` the base configuration runs (default:
+    /// [`crate::bins::singleuser_venv`]).
+    pub venv: Option<PathBuf>,
+    /// The address the hub listens on, and that servers listen on (`[spawner] ip`): default
+    /// `127.0.0.1`. Another address is written as `hub_bind_url` (the hub derives the URL
+    /// the proxy and the servers reach it at from it).
+    pub ip: Option<IpAddr>,
+    /// A proxy the test runs itself instead of the managed `chp-proxy`.
+    pub external_proxy: Option<ExternalProxy>,
+    /// Leave `[spawner] cmd` out of the base configuration, so that the hub's default server
+    /// command applies (unless the test's TOML sets one).
+    pub default_server_cmd: bool,
+}
+
+/// Sets `[section] key = value` in `config`.
+fn set(config: &mut toml::Table, section: &str, key: &str, value: impl Into<toml::Value>) {
+    let entry = config
+        .entry(section)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(table) = entry {
+        table.insert(key.to_owned(), value.into());
+    }
+}
+
+/// A port that was free a moment ago on `ip`.
+fn free_port_on(ip: IpAddr) -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind((ip, 0))
+        .with_context(|| format!("binding {ip}:0 for a free port"))?;
+    Ok(listener.local_addr()?.port())
 }
 
 /// Merges `extra` into `base`: tables merge key by key, anything else is replaced.
@@ -114,11 +167,26 @@ impl Hub {
     /// # Errors
     /// When the hub does not come up within a minute (the error has its log).
     pub async fn start(extra: &str) -> anyhow::Result<Self> {
+        Self::start_with(HubOptions::default(), extra).await
+    }
+
+    /// [`Hub::start`] with another layout: another venv, other addresses, a proxy the test
+    /// runs (see [`HubOptions`]).
+    ///
+    /// # Errors
+    /// When the hub does not come up within a minute (the error has its log).
+    pub async fn start_with(options: HubOptions, extra: &str) -> anyhow::Result<Self> {
         let run_dir = tempfile::Builder::new().prefix("jhrs-e2e-hub-").tempdir()?;
         let notebooks = tempfile::Builder::new().prefix("jhrs-e2e-nb-").tempdir()?;
         // Servers run as their users' accounts and must reach their directories.
         std::fs::set_permissions(notebooks.path(), std::fs::Permissions::from_mode(0o755))?;
-        let venv = crate::bins::singleuser_venv();
+        let venv = match &options.venv {
+            Some(venv) => venv.clone(),
+            None => crate::bins::singleuser_venv(),
+        };
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let ip = options.ip.unwrap_or(loopback);
+        let external = options.external_proxy.clone();
         let mut hub = Hub {
             config_path: run_dir.path().join("jupyterhub_config.toml"),
             log_path: run_dir.path().join("hub.log"),
@@ -127,16 +195,26 @@ impl Hub {
             child: None,
             starts: 0,
             done: false,
-            public_port: crate::free_port(),
-            hub_port: crate::free_port(),
-            proxy_api_port: crate::free_port(),
+            public_port: external
+                .as_ref()
+                .map_or_else(crate::free_port, |p| p.public.port()),
+            hub_port: free_port_on(ip)?,
+            proxy_api_port: external
+                .as_ref()
+                .map_or_else(crate::free_port, |p| p.api.port()),
             admin_token: format!("admin-{}{}", random_suffix(), random_suffix()),
-            proxy_token: format!("proxy-{}{}", random_suffix(), random_suffix()),
+            proxy_token: external.as_ref().map_or_else(
+                || format!("proxy-{}{}", random_suffix(), random_suffix()),
+                |p| p.token.clone(),
+            ),
             marker: format!("{}-{}", std::process::id(), random_suffix()),
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(60))
                 .build()?,
+            public_ip: external.as_ref().map_or(loopback, |p| p.public.ip()),
+            hub_ip: ip,
+            proxy_api_ip: external.as_ref().map_or(loopback, |p| p.api.ip()),
         };
         let base = format!(
             r#"
@@ -180,6 +258,39 @@ default_url = "/files/hello.txt"
             marker = hub.marker,
         );
         let mut config: toml::Table = toml::from_str(&base).context("the base configuration")?;
+        if ip != loopback {
+            // hub_bind_url replaces the base's hub_ip and hub_port.
+            if let Some(toml::Value::Table(section)) = config.get_mut("hub") {
+                section.remove("hub_ip");
+                section.remove("hub_port");
+            }
+            let hub_url = format!("http://{}", SocketAddr::new(ip, hub.hub_port));
+            set(&mut config, "hub", "hub_bind_url", hub_url);
+            set(&mut config, "spawner", "ip", ip.to_string());
+        }
+        if let Some(proxy) = &external {
+            set(
+                &mut config,
+                "hub",
+                "bind_url",
+                format!("http://{}", proxy.public),
+            );
+            set(&mut config, "proxy", "should_start", false);
+            set(
+                &mut config,
+                "proxy",
+                "api_url",
+                format!("http://{}", proxy.api),
+            );
+            if let Some(toml::Value::Table(section)) = config.get_mut("proxy") {
+                section.remove("command");
+            }
+        }
+        if options.default_server_cmd
+            && let Some(toml::Value::Table(section)) = config.get_mut("spawner")
+        {
+            section.remove("cmd");
+        }
         let extra: toml::Table = toml::from_str(extra).context("the test's configuration")?;
         merge(&mut config, extra);
         std::fs::write(&hub.config_path, toml::to_string(&config)?)?;
@@ -289,9 +400,32 @@ default_url = "/files/hello.txt"
         self.wait_up().await
     }
 
-    /// `http://127.0.0.1:<public port><path>`.
+    /// `http://127.0.0.1:<public port><path>` (the proxy's public address, when the options
+    /// gave another).
     pub fn public_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.public_port)
+        format!(
+            "http://{}{path}",
+            SocketAddr::new(self.public_ip, self.public_port)
+        )
+    }
+
+    /// The public address (the proxy's), where browsers go.
+    pub fn public_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.public_ip, self.public_port)
+    }
+
+    /// The hub's REST API at its own address (`http://<hub address>/hub/api`), as services
+    /// such as the idle culler reach it.
+    pub fn api_url(&self) -> String {
+        format!(
+            "http://{}/hub/api",
+            SocketAddr::new(self.hub_ip, self.hub_port)
+        )
+    }
+
+    /// The proxy's API token.
+    pub fn proxy_token(&self) -> &str {
+        &self.proxy_token
     }
 
     /// The hub's whole log so far (all starts).
@@ -323,7 +457,7 @@ default_url = "/files/hello.txt"
         token: Option<&str>,
         body: Option<&Value>,
     ) -> anyhow::Result<(StatusCode, Value)> {
-        let url = format!("http://127.0.0.1:{}/hub/api{path}", self.hub_port);
+        let url = format!("{}{path}", self.api_url());
         let mut request = self.client.request(method.clone(), &url);
         if let Some(token) = token {
             request = request.header("Authorization", format!("token {token}"));
@@ -456,7 +590,10 @@ default_url = "/files/hello.txt"
     /// # Errors
     /// When the proxy does not answer 200 with a JSON object.
     pub async fn proxy_routes(&self) -> anyhow::Result<Map<String, Value>> {
-        let url = format!("http://127.0.0.1:{}/api/routes", self.proxy_api_port);
+        let url = format!(
+            "http://{}/api/routes",
+            SocketAddr::new(self.proxy_api_ip, self.proxy_api_port)
+        );
         let reply = self
             .client
             .get(&url)

@@ -16,12 +16,19 @@
 //! - [`browser`]: a cookie-keeping client that follows redirects one hop at a time.
 //! - [`accounts`]: throwaway system users and PAM service files (as root).
 //! - [`procs`]: what `/proc` says about a process (uid, environment, sockets).
+//! - [`flows`]: browser flows through the hub's pages (login form, spawn-pending).
+//! - [`kernel`]: a Jupyter kernel client as JupyterLab is one (REST API with the XSRF header,
+//!   the kernel websocket).
+//! - [`netns`]: a network namespace joined by a veth pair, as another host (as root).
 
 pub mod accounts;
 pub mod bins;
 pub mod browser;
+pub mod flows;
 pub mod hubproc;
+pub mod kernel;
 pub mod metrics;
+pub mod netns;
 pub mod procs;
 pub mod proxy;
 pub mod raw;

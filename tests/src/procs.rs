@@ -164,3 +164,49 @@ pub fn kill_where(pred: impl Fn(&Proc) -> bool) -> usize {
 pub fn listens_on(pid: i32, port: u16) -> Option<bool> {
     crate::proxy::owns_listener(pid as u32, port)
 }
+
+/// The IPv4 TCP addresses process `pid` listens on (from `/proc/net/tcp` and the process's
+/// socket descriptors).
+pub fn listening_v4(pid: i32) -> Vec<std::net::SocketAddrV4> {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")) else {
+        return Vec::new();
+    };
+    let mut by_inode = std::collections::HashMap::new();
+    for line in text.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9))
+        else {
+            continue;
+        };
+        // State 0A is LISTEN; the address is hex in host byte order, then the port.
+        let Some((ip, port)) = local.split_once(':') else {
+            continue;
+        };
+        if *state != "0A" {
+            continue;
+        }
+        if let (Ok(ip), Ok(port), Ok(inode)) = (
+            u32::from_str_radix(ip, 16),
+            u16::from_str_radix(port, 16),
+            inode.parse::<u64>(),
+        ) {
+            let ip = std::net::Ipv4Addr::from(u32::from_be(ip));
+            by_inode.insert(inode, std::net::SocketAddrV4::new(ip, port));
+        }
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| {
+            let link = std::fs::read_link(fd.path()).ok()?;
+            let inode = link
+                .to_string_lossy()
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse::<u64>()
+                .ok()?;
+            by_inode.get(&inode).copied()
+        })
+        .collect()
+}
