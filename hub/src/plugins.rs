@@ -135,10 +135,31 @@ pub fn authenticator(config: &HubConfig) -> Result<Arc<dyn Authenticator>, Plugi
     }
 }
 
+/// The server command with a bare `singleuser-auth-shim` replaced by the one in `hub_dir` (the
+/// directory of the hub's executable, where it is installed with the hub), when it is there;
+/// otherwise unchanged (a bare name is then looked up on the servers' `PATH`).
+fn server_command(cmd: &[String], hub_dir: Option<&std::path::Path>) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut cmd = cmd.to_vec();
+    if let (Some(program), Some(dir)) = (cmd.first_mut(), hub_dir)
+        && program == crate::config::sections::DEFAULT_SERVER_CMD
+    {
+        let beside = dir.join(&*program);
+        if beside
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        {
+            *program = beside.display().to_string();
+        }
+    }
+    cmd
+}
+
 /// The local spawner's settings from the `[spawner]` section.
 fn local_spawner_config(section: &SpawnerSection) -> LocalSpawnerConfig {
+    let exe = std::env::current_exe().ok();
     LocalSpawnerConfig {
-        cmd: section.cmd.argv().to_vec(),
+        cmd: server_command(section.cmd.argv(), exe.as_deref().and_then(|e| e.parent())),
         args: section.args.clone(),
         ip: section.ip,
         port: section.port,
@@ -303,6 +324,35 @@ mod tests {
     }
 
     #[test]
+    fn the_shim_is_found_beside_the_hub() {
+        let dir = tempfile::tempdir().unwrap();
+        let shim = vec![
+            "singleuser-auth-shim".to_owned(),
+            "--app".into(),
+            "lab".into(),
+        ];
+        // Not there: left to the servers' PATH.
+        assert_eq!(server_command(&shim, Some(dir.path())), shim);
+        assert_eq!(server_command(&shim, None), shim);
+        let path = dir.path().join("singleuser-auth-shim");
+        std::fs::write(&path, "").unwrap();
+        // Not executable: not taken.
+        assert_eq!(server_command(&shim, Some(dir.path())), shim);
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            server_command(&shim, Some(dir.path())),
+            [path.display().to_string(), "--app".into(), "lab".into()]
+        );
+        // Other commands, and paths, are never rewritten.
+        let other = vec!["jupyterhub-singleuser".to_owned()];
+        std::fs::write(dir.path().join("jupyterhub-singleuser"), "").unwrap();
+        assert_eq!(server_command(&other, Some(dir.path())), other);
+        let explicit = vec!["/opt/shim/singleuser-auth-shim".to_owned()];
+        assert_eq!(server_command(&explicit, Some(dir.path())), explicit);
+    }
+
+    #[test]
     fn local_spawner_from_the_spawner_section() {
         let mut config = HubConfig::default();
         config.spawner.args = vec!["--debug".into()];
@@ -310,7 +360,11 @@ mod tests {
         config.spawner.notebook_dir = Some("~/work".into());
         assert_eq!(spawner(&config).unwrap().kind(), "local");
         let local = local_spawner_config(&config.spawner);
-        assert_eq!(local.cmd, ["jupyterhub-singleuser"]);
+        assert!(
+            local.cmd.len() == 1 && local.cmd[0].ends_with("singleuser-auth-shim"),
+            "{:?}",
+            local.cmd
+        );
         assert_eq!(local.args, ["--debug"]);
         assert_eq!(local.port, 9999);
         assert_eq!(local.notebook_dir.as_deref(), Some("~/work"));
@@ -374,7 +428,7 @@ mod tests {
             serde_json::json!(["--exclusive"])
         );
         assert_eq!(batch.variables["cluster"], "c1");
-        assert_eq!(batch.cmd, ["jupyterhub-singleuser"]);
+        assert_eq!(batch.cmd, config.spawner.cmd.argv());
         assert_eq!(batch.wrapper, ["batchspawner-singleuser"]);
         assert_eq!(batch.ip.to_string(), "0.0.0.0");
         assert_eq!(batch.start_timeout, Duration::from_secs(590));

@@ -20,6 +20,13 @@ use crate::cookie_secret::{self, CookieSecret};
 
 const HUB_PORT: Port = Port::constant(8081);
 
+/// The default `[spawner] cmd` of the `local` spawner.
+pub const DEFAULT_SERVER_CMD: &str = "singleuser-auth-shim";
+
+/// The default `[spawner] cmd` of the `slurm` and `batch` spawners: their default wrapper,
+/// `batchspawner-singleuser`, runs the command as a Python script.
+pub const DEFAULT_BATCH_SERVER_CMD: &str = "jupyterhub-singleuser";
+
 config_section! {
     /// The hub process: where it and the public proxy listen, its database, cookies, API limits
     /// and logging. JupyterHub's `JupyterHub.*` settings.
@@ -388,8 +395,13 @@ config_section! {
         /// accepted too.
         pub class: SpawnerClass = SpawnerClass::Local,
         /// The single-user server program. It reads everything else from the `JUPYTERHUB_*`
-        /// environment the hub gives it.
-        pub cmd: Command = Command::new("jupyterhub-singleuser", []),
+        /// environment the hub gives it. The default, `singleuser-auth-shim`, runs
+        /// `jupyter lab` (or `jupyter server` when JupyterLab is not installed) from the
+        /// servers' `PATH` behind the hub's login; the `local` spawner finds it beside the
+        /// hub's executable first, then on the servers' `PATH`. `["jupyterhub-singleuser"]`
+        /// runs JupyterHub's own. With `slurm` and `batch` the default is
+        /// `jupyterhub-singleuser`, which their `wrapper` runs as a Python script.
+        pub cmd: Command = Command::new(DEFAULT_SERVER_CMD, []),
         /// Extra arguments for `cmd`.
         pub args: Vec<String> = Vec::new(),
         /// IP address single-user servers listen on (`local` spawner; batch jobs use

@@ -134,7 +134,7 @@ fn defaults_match_jupyterhub() {
     assert_eq!(c.proxy.pid_file, Path::new("jupyterhub-proxy.pid"));
     assert_eq!(c.proxy.check_running_interval, Duration::from_secs(5));
     assert_eq!(c.authenticator.class, AuthenticatorClass::Pam);
-    assert_eq!(c.spawner.cmd.argv(), ["jupyterhub-singleuser"]);
+    assert_eq!(c.spawner.cmd.argv(), ["singleuser-auth-shim"]);
     assert_eq!(c.spawner.start_timeout, Duration::from_secs(60));
     assert_eq!(c.spawner.http_timeout, Duration::from_secs(30));
     assert_eq!(c.spawner.poll_interval, Duration::from_secs(30));
@@ -1298,4 +1298,27 @@ fn the_reference_doc_is_current() {
 #[ignore = "writes docs/reference/hub-config.md; run after changing a key"]
 fn write_reference_doc() {
     std::fs::write(reference_doc_path(), reference_markdown()).unwrap();
+}
+
+#[test]
+fn the_server_command_default_depends_on_the_spawner() {
+    let fx = Fixture::new();
+    let c = fx.load_file("").unwrap().config;
+    assert_eq!(c.spawner.cmd.argv(), ["singleuser-auth-shim"]);
+    for class in ["slurm", "batch"] {
+        let c = fx
+            .load_file(&format!(
+                "[spawner]\nclass = \"{class}\"\n[spawner.batch]\nsubmit = [\"x\"]\nstatus = \
+                 [\"x\"]\ncancel = [\"x\"]\njob_id_pattern = \"x\"\nrunning_pattern = \"x\"\n\
+                 pending_pattern = \"x\"\nhost_pattern = \"x\"\n"
+            ))
+            .unwrap()
+            .config;
+        assert_eq!(c.spawner.cmd.argv(), ["jupyterhub-singleuser"], "{class}");
+    }
+    let c = fx
+        .load_file("[spawner]\nclass = \"slurm\"\ncmd = [\"singleuser-auth-shim\"]\n")
+        .unwrap()
+        .config;
+    assert_eq!(c.spawner.cmd.argv(), ["singleuser-auth-shim"]);
 }

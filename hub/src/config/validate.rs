@@ -35,7 +35,7 @@ pub(crate) fn validate(
     hub(&mut config.hub, &mut check);
     proxy(&config.proxy, &mut check);
     authenticator(&config.authenticator, &config.hub, &mut check);
-    spawner(&config.spawner, &mut check);
+    spawner(&mut config.spawner, &mut check);
     services(&config.services, &config.hub, &mut check);
     roles(&config.roles, &mut check);
     groups(&config.groups, &mut check);
@@ -331,7 +331,11 @@ fn authenticator(auth: &AuthenticatorSection, hub: &HubSection, check: &mut Chec
     }
 }
 
-fn spawner(spawner: &SpawnerSection, check: &mut Checker<'_>) {
+fn spawner(spawner: &mut SpawnerSection, check: &mut Checker<'_>) {
+    // The batch spawners' wrapper runs the command as a Python script.
+    if spawner.class != super::values::SpawnerClass::Local && !check.is_set("spawner.cmd") {
+        spawner.cmd = super::values::Command::new(super::sections::DEFAULT_BATCH_SERVER_CMD, []);
+    }
     check.positive("spawner.start_timeout", spawner.start_timeout);
     check.positive("spawner.http_timeout", spawner.http_timeout);
     check.positive("spawner.poll_interval", spawner.poll_interval);
