@@ -2,14 +2,19 @@
 # Installs what the workspace tests need beyond the Rust toolchain:
 #   - the reference configurable-http-proxy (npm), used by tests/tests/chp_differential.rs;
 #   - the real jupyterhub-singleuser (PyPI, in a venv every account can run), used by
-#     tests/tests/e2e_singleuser.rs: see scripts/python-test-env.sh (set `singleuser`).
+#     tests/tests/e2e_singleuser.rs: see scripts/python-test-env.sh (set `singleuser`);
+#   - JupyterLab with ipykernel and jupyterhub-singleuser (PyPI, in another venv every account
+#     can run), used by tests/tests/e2e_lab.rs: set `lab`;
+#   - jupyterhub-idle-culler (PyPI, in the cache's venv), used by the idle-culler tests: set
+#     `test`.
 #
 # Idempotent and non-interactive (CI=true, no stdin): safe to run before every test run.
 # Runs as root on Debian 12; installs only what is missing.
 #
 # Environment:
 #   JHRS_CACHE   cache root (default: $HOME/.cache/jupyterhub-rs); CHP goes to $JHRS_CACHE/node
-#   JHRS_SINGLEUSER_VENV, JHRS_SINGLEUSER_PYTHON   see scripts/python-test-env.sh
+#   JHRS_SINGLEUSER_VENV, JHRS_SINGLEUSER_PYTHON, JHRS_LAB_VENV, JHRS_LAB_PYTHON
+#                see scripts/python-test-env.sh
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -93,3 +98,11 @@ log "configurable-http-proxy: $chp_bin ($("$chp_bin" --version </dev/null))"
 # --- jupyterhub-singleuser -------------------------------------------------------------------
 singleuser_venv="$("$(dirname "$0")/python-test-env.sh" singleuser)"
 log "jupyterhub-singleuser: $singleuser_venv/bin/jupyterhub-singleuser ($("$singleuser_venv/bin/jupyterhub-singleuser" --version </dev/null 2>/dev/null))"
+
+# --- JupyterLab ------------------------------------------------------------------------------
+lab_venv="$("$(dirname "$0")/python-test-env.sh" lab)"
+log "jupyterlab: $lab_venv/bin/jupyter-lab ($("$lab_venv/bin/jupyter-lab" --version </dev/null 2>/dev/null))"
+
+# --- jupyterhub-idle-culler ------------------------------------------------------------------
+test_venv="$("$(dirname "$0")/python-test-env.sh" test)"
+log "jupyterhub-idle-culler: $test_venv/bin/jupyterhub-idle-culler"
