@@ -6,7 +6,8 @@
 #   - JupyterLab with ipykernel and jupyterhub-singleuser (PyPI, in another venv every account
 #     can run), used by tests/tests/e2e_lab.rs: set `lab`;
 #   - jupyterhub-idle-culler (PyPI, in the cache's venv), used by the idle-culler tests: set
-#     `test`.
+#     `test`;
+#   - headless Chromium and chromedriver (Debian), used by hub/tests/browser_*.rs.
 #
 # Idempotent and non-interactive (CI=true, no stdin): safe to run before every test run.
 # Runs as root on Debian 12; installs only what is missing.
@@ -35,7 +36,10 @@ log() { printf '[test-deps] %s\n' "$*"; }
 #   libpam0g-dev     the libpam.so link symlink, needed to link auth-pam (and so the hub)
 #   python3.11-venv  the system Python 3.11 with venv and ensurepip, for the single-user venv
 #                    (a system interpreter, so that the test users' servers can run it)
-APT_PACKAGES=(libpam0g-dev python3.11-venv)
+#   chromium chromium-driver
+#                    headless Chromium and its WebDriver, for the hub's browser tests
+#                    (hub/tests/browser_*.rs)
+APT_PACKAGES=(libpam0g-dev python3.11-venv chromium chromium-driver)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
