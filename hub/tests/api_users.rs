@@ -1204,3 +1204,39 @@ hub_test!(malformed_bodies_are_4xx_without_writes, |hub| async move {
     let (status, _) = raw(hub, Method::POST, "/users", &bob, b"{oops".to_vec()).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 });
+
+// The list writes its models straight from the rows; single-user GETs build them as values.
+// Both must give the same JSON for every caller and server state.
+hub_test!(
+    list_items_equal_single_user_models,
+    config = RBAC,
+    |hub| async move {
+        let root = hub.user("root", true).await;
+        let lisa = hub.user("lisa", false).await;
+        hub.user("sam", false).await;
+        hub.user("alice", false).await;
+        hub.user("zed", false).await;
+        set_server(hub, "alice", "", ServerPhase::Running).await;
+        set_server(hub, "alice", "gpu-1", ServerPhase::Stopped).await;
+        set_server(hub, "sam", "", ServerPhase::Spawning).await;
+        set_server(hub, "zed", "big", ServerPhase::Stopping).await;
+        let mut compared = 0;
+        for who in [&root, &culler(), &lisa] {
+            for query in ["", "include_stopped_servers=1"] {
+                let (status, list) = paged(hub, &format!("/users?{query}"), who).await;
+                assert_eq!(status, StatusCode::OK, "{list}");
+                for item in list["items"].as_array().expect("items") {
+                    let name = item["name"].as_str().expect("name");
+                    let (status, single) =
+                        hub.get(&format!("/users/{name}?{query}"), Some(who)).await;
+                    if status != StatusCode::OK {
+                        continue;
+                    }
+                    assert_eq!(item, &single, "{} sees {name} ({query})", who.name);
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared >= 12, "only {compared} models compared");
+    }
+);

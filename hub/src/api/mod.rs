@@ -7,6 +7,7 @@ pub mod extract;
 pub mod groups;
 pub mod info;
 pub mod metrics;
+pub mod model_views;
 pub mod models;
 pub mod pagination;
 pub mod proxy;

@@ -4,6 +4,7 @@
 //! `Accept: application/jupyterhub-pagination+json`; otherwise lists are bare and cut at the
 //! maximum page size.
 
+use axum::response::IntoResponse;
 use http::HeaderMap;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -74,21 +75,58 @@ impl Page {
     }
 
     /// The reply: a bare list, or the envelope with `total` and the `next` page.
-    pub fn reply<T: Serialize>(
-        &self,
-        items: Vec<T>,
-        total: usize,
-        request_url: &url::Url,
-    ) -> Value {
-        let items = serde_json::to_value(items).unwrap_or(Value::Array(Vec::new()));
+    pub fn reply(&self, items: Vec<Value>, total: usize, request_url: &url::Url) -> Value {
+        let items = Value::Array(items);
         if !self.envelope {
             return items;
         }
         self.wrap(items, total, request_url)
     }
 
+    /// The same reply as [`Page::reply`], serialised straight from `items` (which need not
+    /// become `Value`s first): a JSON response.
+    pub fn reply_json<T: Serialize>(
+        &self,
+        items: &[T],
+        total: usize,
+        request_url: &url::Url,
+    ) -> axum::response::Response {
+        #[derive(Serialize)]
+        struct Envelope<'a, T> {
+            items: &'a [T],
+            _pagination: Value,
+        }
+        let body = if self.envelope {
+            serde_json::to_vec(&Envelope {
+                items,
+                _pagination: self.pagination(total, request_url),
+            })
+        } else {
+            serde_json::to_vec(items)
+        };
+        match body {
+            Ok(bytes) => (
+                [(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                )],
+                bytes,
+            )
+                .into_response(),
+            Err(e) => ApiError::internal(e).into_response(),
+        }
+    }
+
     /// The envelope around already-serialised `items` (a list, or a dict for `/proxy`).
     pub fn wrap(&self, items: Value, total: usize, request_url: &url::Url) -> Value {
+        json!({
+            "items": items,
+            "_pagination": self.pagination(total, request_url),
+        })
+    }
+
+    /// The `_pagination` object: this page, `total`, and the `next` page (or `null`).
+    fn pagination(&self, total: usize, request_url: &url::Url) -> Value {
         let next_offset = self.offset.saturating_add(self.limit);
         let next = if next_offset < total {
             let mut url = request_url.clone();
@@ -110,10 +148,7 @@ impl Page {
         } else {
             Value::Null
         };
-        json!({
-            "items": items,
-            "_pagination": {"offset": self.offset, "limit": self.limit, "total": total, "next": next},
-        })
+        json!({"offset": self.offset, "limit": self.limit, "total": total, "next": next})
     }
 }
 
@@ -175,7 +210,7 @@ mod tests {
         let p = Page::parse(&headers(true), Some("limit=2&state=ready"), 50, 200).unwrap();
         let url =
             url::Url::parse("http://127.0.0.1:8000/hub/api/users?limit=2&state=ready").unwrap();
-        let v = p.reply(vec![1, 2], 4, &url);
+        let v = p.reply(vec![json!(1), json!(2)], 4, &url);
         assert_eq!(v["_pagination"]["total"], 4);
         assert_eq!(v["_pagination"]["next"]["offset"], 2);
         assert_eq!(
@@ -187,7 +222,7 @@ mod tests {
             limit: 2,
             envelope: true,
         }
-        .reply(vec![3, 4], 4, &url);
+        .reply(vec![json!(3), json!(4)], 4, &url);
         assert!(last["_pagination"]["next"].is_null());
     }
 }

@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 
 use crate::access::{Identity, Principal};
 use crate::api::extract::{Caller, db_error, query_arg, require};
+use crate::api::model_views::UserView;
 use crate::api::models::{self, UserFacts, load_user_facts, user_model};
 use crate::api::pagination::{Page, request_url};
 use crate::api::python::{py_repr, py_str_repr, py_type, truthy};
@@ -338,7 +339,7 @@ async fn list_users(
     caller: Caller,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     if !caller
         .scopes
         .check_post_filter(&["list:users"])
@@ -402,10 +403,9 @@ async fn list_users(
         })
         .await
         .map_err(db_error)?;
-    let items: Vec<Value> = facts
+    let items: Vec<UserView<'_>> = facts
         .iter()
-        .map(|f| user_model(&state, &caller.scopes, f, include_stopped))
-        .filter(|m| m.as_object().is_some_and(|o| !o.is_empty()))
+        .filter_map(|f| UserView::new(&state, &caller.scopes, f, include_stopped))
         .collect();
     let total = usize::try_from(total).unwrap_or_default();
     if !page.envelope && page.offset == 0 && total > items.len() {
@@ -414,7 +414,7 @@ async fn list_users(
             items.len()
         );
     }
-    Ok(Json(page.reply(items, total, &request_url(&headers, &uri))))
+    Ok(page.reply_json(&items, total, &request_url(&headers, &uri)))
 }
 
 // === POST /users ===
