@@ -3,17 +3,15 @@
 //! this path writes the same JSON as [`models::user_model`] (same keys, same order, same
 //! values) with a fraction of the allocations. Tests hold the two to the same output.
 
-use std::collections::BTreeSet;
+use std::sync::OnceLock;
 
 use chrono::NaiveDateTime;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::models::{self, UserFacts};
 use crate::db::models::spawners::{ServerPhase, Spawner};
-use crate::rbac::fields::{
-    include_servers_key, server_state_visible, server_visible, user_model_keys,
-};
-use crate::rbac::{ScopeSet, UserGroups};
+use crate::rbac::fields::{USER_MODEL_ACCESS, server_state_visible, server_visible};
+use crate::rbac::{ScopeSet, Target, UserGroups};
 use crate::state::AppState;
 
 /// A timestamp written as `models::iso_text` does, or `null`.
@@ -80,12 +78,77 @@ impl Serialize for ServerView<'_> {
     }
 }
 
+/// Every key of the user model, in the order it is written.
+const USER_KEYS: [&str; 12] = [
+    "kind",
+    "name",
+    "admin",
+    "roles",
+    "groups",
+    "server",
+    "pending",
+    "created",
+    "last_activity",
+    "user_info",
+    "auth_state",
+    "servers",
+];
+
+const KIND: u16 = 1;
+const NAME: u16 = 1 << 1;
+const ADMIN: u16 = 1 << 2;
+const ROLES: u16 = 1 << 3;
+const GROUPS: u16 = 1 << 4;
+const SERVER: u16 = 1 << 5;
+const PENDING: u16 = 1 << 6;
+const CREATED: u16 = 1 << 7;
+const LAST_ACTIVITY: u16 = 1 << 8;
+const USER_INFO: u16 = 1 << 9;
+const AUTH_STATE: u16 = 1 << 10;
+const SERVERS: u16 = 1 << 11;
+
+/// The bit of `key` in a key mask.
+fn bit(key: &str) -> u16 {
+    USER_KEYS
+        .iter()
+        .position(|k| *k == key)
+        .map_or(0, |i| 1 << i)
+}
+
+/// For each entry of [`USER_MODEL_ACCESS`], the mask of the keys it unlocks.
+fn access_masks() -> &'static [u16] {
+    static MASKS: OnceLock<Vec<u16>> = OnceLock::new();
+    MASKS.get_or_init(|| {
+        USER_MODEL_ACCESS
+            .iter()
+            .map(|(_, keys)| keys.iter().fold(0, |mask, key| mask | bit(key)))
+            .collect()
+    })
+}
+
+/// The keys of `user`'s model that `scopes` unlock, as a mask over [`USER_KEYS`] (the same set
+/// as `user_model_keys`, without building one). A scope that would add nothing new is not
+/// checked.
+fn user_key_mask(scopes: &ScopeSet, user: &str, membership: &UserGroups<'_>) -> u16 {
+    let target = Target::User(user);
+    USER_MODEL_ACCESS
+        .iter()
+        .zip(access_masks())
+        .fold(0, |mask, ((scope, _), unlocks)| {
+            if mask | unlocks != mask && scopes.allows(scope, &target, membership) {
+                mask | unlocks
+            } else {
+                mask
+            }
+        })
+}
+
 /// The user model of [`models::user_model`], or nothing when `scopes` may see no key of it.
 #[derive(Debug)]
 pub struct UserView<'a> {
     state: &'a AppState,
     facts: &'a UserFacts,
-    keys: BTreeSet<&'static str>,
+    keys: u16,
     servers: Vec<ServerView<'a>>,
 }
 
@@ -103,7 +166,7 @@ impl<'a> UserView<'a> {
             user: &user.name,
             groups: &facts.groups,
         };
-        let mut keys = user_model_keys(scopes, &user.name, &membership);
+        let mut keys = user_key_mask(scopes, &user.name, &membership);
         let servers: Vec<ServerView<'a>> = facts
             .spawners
             .iter()
@@ -118,10 +181,11 @@ impl<'a> UserView<'a> {
                 with_state: server_state_visible(scopes, &user.name, &s.name, &membership),
             })
             .collect();
-        if include_servers_key(&keys, servers.len()) {
-            keys.insert("servers");
+        // `servers` appears when unlocked, or when any server is visible anyway.
+        if !servers.is_empty() {
+            keys |= SERVERS;
         }
-        if keys.is_empty() {
+        if keys == 0 {
             return None;
         }
         Some(Self {
@@ -149,18 +213,18 @@ impl Serialize for ServersView<'_, '_> {
 impl Serialize for UserView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let user = &self.facts.user;
-        let has = |key: &str| self.keys.contains(key);
+        let has = |key: u16| self.keys & key != 0;
         let mut m = s.serialize_map(None)?;
-        if has("kind") {
+        if has(KIND) {
             m.serialize_entry("kind", "user")?;
         }
-        if has("name") {
+        if has(NAME) {
             m.serialize_entry("name", &user.name)?;
         }
-        if has("admin") {
+        if has(ADMIN) {
             m.serialize_entry("admin", &user.admin)?;
         }
-        if has("roles") {
+        if has(ROLES) {
             let mut roles: Vec<&str> = self.facts.roles.iter().map(String::as_str).collect();
             roles.push("user");
             if user.admin {
@@ -170,11 +234,11 @@ impl Serialize for UserView<'_> {
             roles.dedup();
             m.serialize_entry("roles", &roles)?;
         }
-        if has("groups") {
+        if has(GROUPS) {
             m.serialize_entry("groups", &self.facts.groups)?;
         }
         let default = self.facts.spawners.iter().find(|s| s.name.is_empty());
-        if has("server") {
+        if has(SERVER) {
             match default {
                 Some(s) if s.phase == ServerPhase::Running => {
                     m.serialize_entry("server", &models::user_url(self.state, &user.name))?;
@@ -182,24 +246,56 @@ impl Serialize for UserView<'_> {
                 _ => m.serialize_entry("server", &None::<()>)?,
             }
         }
-        if has("pending") {
+        if has(PENDING) {
             m.serialize_entry("pending", &default.and_then(|s| pending(s.phase)))?;
         }
-        if has("created") {
+        if has(CREATED) {
             m.serialize_entry("created", &Iso(Some(user.created)))?;
         }
-        if has("last_activity") {
+        if has(LAST_ACTIVITY) {
             m.serialize_entry("last_activity", &Iso(user.last_activity))?;
         }
-        if has("user_info") {
+        if has(USER_INFO) {
             m.serialize_entry("user_info", &None::<()>)?;
         }
-        if has("auth_state") {
+        if has(AUTH_STATE) {
             m.serialize_entry("auth_state", &None::<()>)?;
         }
-        if has("servers") {
+        if has(SERVERS) {
             m.serialize_entry("servers", &ServersView(&self.servers))?;
         }
         m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_constants_follow_the_key_list() {
+        let consts = [
+            KIND,
+            NAME,
+            ADMIN,
+            ROLES,
+            GROUPS,
+            SERVER,
+            PENDING,
+            CREATED,
+            LAST_ACTIVITY,
+            USER_INFO,
+            AUTH_STATE,
+            SERVERS,
+        ];
+        for (key, constant) in USER_KEYS.iter().zip(consts) {
+            assert_eq!(bit(key), constant, "{key}");
+        }
+        // Every key an access rule unlocks has a bit.
+        for (scope, keys) in USER_MODEL_ACCESS {
+            for key in *keys {
+                assert_ne!(bit(key), 0, "{scope} unlocks unknown key {key}");
+            }
+        }
     }
 }
