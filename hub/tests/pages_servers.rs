@@ -816,6 +816,9 @@ servers_test!(
             queue_place(hub, "bob", &bob.cookie).await,
             json!({"queued": true, "position": 1, "length": 2, "starting": 1})
         );
+        let home = hub.get_page("/hub/home", Some(&bob.cookie)).await;
+        assert!(home.body.contains("Waiting to start"), "{}", home.body);
+        assert!(home.body.contains("href=\"/hub/spawn-pending/bob\""));
         // Starting again while waiting keeps the place.
         let resp = hub.get_page("/hub/spawn", Some(&bob.cookie)).await;
         assert_redirect(&resp, StatusCode::FOUND, "/hub/spawn-pending/bob");
@@ -1146,5 +1149,112 @@ servers_test!(
         assert!(page.body.contains("id=\"log-hint\""));
         assert!(page.body.contains("The hub&#x27;s log has the details"));
         assert!(page.body.contains("Try again"));
+    }
+);
+
+/// A [`Recording`] spawner with an options form whose `validate_options` refuses every option
+/// but `size`, as spawners that check their options strictly do.
+#[derive(Debug, Default)]
+struct Strict {
+    inner: Recording,
+}
+
+#[async_trait]
+impl Spawner for Strict {
+    fn kind(&self) -> &str {
+        "strict"
+    }
+
+    async fn start(&self, ctx: &SpawnContext) -> Result<Started, SpawnError> {
+        self.inner.start(ctx).await
+    }
+
+    async fn poll(&self, server: &ServerRef, state: &Value) -> Result<PollStatus, SpawnError> {
+        self.inner.poll(server, state).await
+    }
+
+    async fn stop(&self, server: &ServerRef, state: &Value, now: bool) -> Result<(), SpawnError> {
+        self.inner.stop(server, state, now).await
+    }
+
+    fn options_form(&self, _server: &ServerRef) -> Option<String> {
+        Some(
+            "<label for=\"size\">Size</label><select id=\"size\" name=\"size\"><option>small</option><option>big</option></select>"
+                .to_owned(),
+        )
+    }
+
+    fn validate_options(&self, options: Value) -> Result<Value, SpawnError> {
+        match options
+            .as_object()
+            .and_then(|o| o.keys().find(|k| *k != "size"))
+        {
+            Some(other) => Err(SpawnError::Refused {
+                message: format!("Unknown server option {other:?}"),
+                status: 400,
+            }),
+            None => Ok(options),
+        }
+    }
+}
+
+servers_test!(
+    profiles_with_a_strict_spawner_form,
+    PROFILES.to_owned(),
+    Arc::new(Strict::default()),
+    |hub, sp| async move {
+        // Bob has two profiles and the spawner's own form: both on one page.
+        let bob = hub.browser("bob").await;
+        let page = hub.get_page("/hub/spawn", Some(&bob.cookie)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert!(page.body.contains("<legend>Choose a profile</legend>"));
+        assert!(
+            page.body
+                .contains("<div class=\"spawner-options\"><label for=\"size\">Size</label>")
+        );
+        let xsrf = page.xsrf_field().unwrap();
+        let resp = hub
+            .page(
+                Method::POST,
+                "/hub/spawn",
+                Some(&bob.cookie),
+                Some(&[
+                    ("_xsrf", xsrf.as_str()),
+                    ("profile", "gpu"),
+                    ("size", "big"),
+                ]),
+                &[],
+            )
+            .await;
+        assert_redirect(&resp, StatusCode::FOUND, "/hub/spawn-pending/bob");
+        wait_for(hub, "bob", "", ServerPhase::Running).await;
+        assert_eq!(
+            sp.inner.last().user_options,
+            json!({"profile": "gpu", "size": "big", "image": "gpu-image", "cpu_limit": 8})
+        );
+        // The spawner still refuses what it does not know; the profile is the hub's.
+        let alice = hub.browser("alice").await;
+        let (status, body) = alice
+            .with_xsrf(
+                Method::POST,
+                "/users/alice/server",
+                Some(json!({"profile": "small", "colour": "red"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["message"], "Unknown server option \"colour\"");
+        let (status, body) = alice
+            .with_xsrf(
+                Method::POST,
+                "/users/alice/server",
+                Some(json!({"profile": "small", "size": "small"})),
+            )
+            .await;
+        assert!(status.is_success(), "{status} {body}");
+        wait_for(hub, "alice", "", ServerPhase::Running).await;
+        assert_eq!(
+            sp.inner.last().user_options,
+            json!({"profile": "small", "size": "small", "cpu_limit": 1})
+        );
     }
 );

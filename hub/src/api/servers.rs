@@ -270,7 +270,7 @@ fn validate_options(
     state: &AppState,
     options: Map<String, Value>,
 ) -> ApiResult<Map<String, Value>> {
-    match state.spawner.validate_options(Value::Object(options)) {
+    match spawn::profiles::spawner_validate(state, options) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(Value::Null) => Ok(Map::new()),
         Ok(_) => Err(ApiError::internal(

@@ -8,9 +8,11 @@
 
 use std::collections::BTreeMap;
 
+use hub_plugin::SpawnError;
 use serde_json::{Map, Value};
 
 use crate::config::{HubConfig, ProfileConfig};
+use crate::state::AppState;
 
 /// The user option that names the chosen profile.
 pub const PROFILE_OPTION: &str = "profile";
@@ -102,6 +104,36 @@ pub fn apply(
         Value::String(profile.slug.clone()),
     );
     (options, profile.environment.clone())
+}
+
+/// The spawner's `validate_options` of `options`. With profiles configured, the hub's own
+/// `profile` option is set aside first (spawners do not know it, and some refuse options they
+/// do not know) and put back after.
+///
+/// # Errors
+/// The spawner's refusal.
+pub fn spawner_validate(
+    state: &AppState,
+    mut options: Map<String, Value>,
+) -> Result<Value, SpawnError> {
+    let profile = if state.config.profiles.is_empty() {
+        None
+    } else {
+        options.remove(PROFILE_OPTION)
+    };
+    let validated = state.spawner.validate_options(Value::Object(options))?;
+    Ok(match (validated, profile) {
+        (Value::Object(mut map), Some(profile)) => {
+            map.insert(PROFILE_OPTION.to_owned(), profile);
+            Value::Object(map)
+        }
+        (Value::Null, Some(profile)) => {
+            let mut map = Map::new();
+            map.insert(PROFILE_OPTION.to_owned(), profile);
+            Value::Object(map)
+        }
+        (other, _) => other,
+    })
 }
 
 #[cfg(test)]

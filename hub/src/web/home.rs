@@ -57,7 +57,8 @@ pub struct ServerView {
     pub display_name: String,
     /// `ready`, `pending` or `stopped`.
     pub state: &'static str,
-    /// What is pending (`spawn`, `stop`, `check`), when `state` is `pending`.
+    /// What is pending (`spawn`, `stop`, `check`, or `queued`: waiting in the spawn page's
+    /// line), when `state` is `pending`.
     pub pending: Option<&'static str>,
     /// The server's URL.
     pub url: String,
@@ -151,6 +152,9 @@ const LINK_LIFETIMES: [(u32, &str); 5] = [
 /// The state of `row` as pages show it: the operation in flight in this hub first, then the
 /// persisted phase.
 pub fn server_state(state: &AppState, row: &Spawner) -> (&'static str, Option<&'static str>) {
+    if row.id != 0 && state.spawn_queue.place(row.id).is_some() {
+        return ("pending", Some("queued"));
+    }
     let pending = state
         .servers
         .current(row.id)

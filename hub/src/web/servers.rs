@@ -442,7 +442,7 @@ fn validate_options(
     state: &AppState,
     options: Map<String, Value>,
 ) -> Result<Map<String, Value>, Refusal> {
-    match state.spawner.validate_options(Value::Object(options)) {
+    match profiles::spawner_validate(state, options) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(Value::Null) => Ok(Map::new()),
         Ok(_) => {
