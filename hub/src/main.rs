@@ -13,6 +13,7 @@ use clap::Parser;
 use hub::config::{self, Action, Cli, LogFormat};
 
 fn main() -> ExitCode {
+    daemon_support::memory::limit_malloc_arenas(2);
     daemon_support::install_crypto_provider();
     let cli = Cli::parse();
     let action = cli.action();

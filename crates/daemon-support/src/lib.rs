@@ -5,9 +5,11 @@
 //! - [`pidfile`]: a pid file removed when the daemon stops.
 //! - [`tls`]: rustls server and client configuration from PEM files.
 //! - [`listen`]: TCP or unix-socket listeners and the one accept loop every daemon serves with.
+//! - [`memory`]: allocator settings that keep a daemon's resident memory near its working set.
 
 pub mod listen;
 pub mod logging;
+pub mod memory;
 pub mod pidfile;
 pub mod shutdown;
 pub mod tls;

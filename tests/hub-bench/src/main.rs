@@ -45,6 +45,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `serve-mock-hub` stands for the hub binary, so it starts with the hub's allocator
+    // settings.
+    daemon_support::memory::limit_malloc_arenas(2);
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Run(args) => run::main(args),
