@@ -128,6 +128,33 @@ impl Accounts {
         })
     }
 
+    /// Takes over an account someone else made (such as the hub with
+    /// `create_system_users`): it is removed with the others. Returns it once it exists.
+    ///
+    /// # Errors
+    /// When there is no such account.
+    pub fn adopt(&mut self, name: &str) -> anyhow::Result<SystemUser> {
+        if !self.users.iter().any(|u| u == name) {
+            self.users.push(name.to_owned());
+        }
+        let user = nix::unistd::User::from_name(name)?
+            .ok_or_else(|| anyhow::anyhow!("there is no system account {name}"))?;
+        Ok(SystemUser {
+            name: name.to_owned(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            home: user.dir,
+        })
+    }
+
+    /// Removes `name` with the others when this value is dropped, whether or not it exists by
+    /// then.
+    pub fn remove_later(&mut self, name: &str) {
+        if !self.users.iter().any(|u| u == name) {
+            self.users.push(name.to_owned());
+        }
+    }
+
     /// A PAM policy file `/etc/pam.d/jhrs-e2e-<random>`; returns the service name.
     ///
     /// # Errors
@@ -156,8 +183,13 @@ impl Drop for Accounts {
         let _lock = accounts_lock();
         for user in &self.users {
             // Processes the test left behind under this uid would keep the uid in use.
-            if let Ok(Some(account)) = nix::unistd::User::from_name(user) {
-                crate::procs::kill_where(|p| p.uid == Some(account.uid.as_raw()));
+            match nix::unistd::User::from_name(user) {
+                Ok(Some(account)) => {
+                    crate::procs::kill_where(|p| p.uid == Some(account.uid.as_raw()));
+                }
+                // Never made (see `remove_later`).
+                Ok(None) => continue,
+                Err(_) => {}
             }
             if let Err(e) = admin("userdel", &["-r", "-f", user], None) {
                 eprintln!("cleanup: cannot remove user {user}: {e}");
