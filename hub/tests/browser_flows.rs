@@ -922,3 +922,97 @@ async fn pages_are_accessible_wide_and_narrow() {
     s.quit().await;
     setup.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_page_with_ten_thousand_users() {
+    let Some(setup) = Setup::start(
+        "admin_page_with_ten_thousand_users",
+        "",
+        Arc::new(MockSpawner::new()),
+    )
+    .await
+    else {
+        return;
+    };
+    setup.make_admin("root").await;
+    setup
+        .hub
+        .state
+        .db
+        .run(|conn| {
+            let names: Vec<String> = (0..10_000).map(|i| format!("user{i:05}")).collect();
+            let cookies: Vec<String> = (0..10_000)
+                .map(|_| hub::identity::tokens::new_session_id())
+                .collect();
+            let new: Vec<users::NewUser<'_>> = names
+                .iter()
+                .zip(&cookies)
+                .map(|(name, cookie_id)| users::NewUser {
+                    name,
+                    admin: false,
+                    cookie_id,
+                })
+                .collect();
+            users::insert_many(conn, &new).map(|_| ())
+        })
+        .await
+        .unwrap();
+    let s = setup.browser().await;
+    setup.log_in(&s, "root", "/hub/home", "/hub/home").await;
+
+    let started = std::time::Instant::now();
+    s.goto(&setup.url("/hub/admin")).await;
+    s.wait_until(
+        "the first page of users",
+        "document.querySelectorAll('#users-body tr.user-row').length === 50",
+    )
+    .await;
+    let load = started.elapsed();
+    s.wait_for_text("#users-summary", "Users 1–50 of 10001")
+        .await;
+    s.screenshot("first-page").await;
+
+    let started = std::time::Instant::now();
+    s.find("#users-next").await.click().await;
+    s.wait_for_text("#users-summary", "Users 51–100 of 10001")
+        .await;
+    let next = started.elapsed();
+
+    let started = std::time::Instant::now();
+    s.find("button.sort[data-sort=name]").await.click().await;
+    s.find("button.sort[data-sort=name]").await.click().await;
+    s.wait_until(
+        "the last names first",
+        "document.querySelector('#users-body tr.user-row') && document.querySelector('#users-body tr.user-row').getAttribute('data-user') === 'user09999'",
+    )
+    .await;
+    let sort = started.elapsed();
+    s.screenshot("sorted").await;
+
+    let started = std::time::Instant::now();
+    s.find("#user-filter").await.send_keys("0999").await;
+    s.wait_for_text("#users-summary", "of 11").await;
+    let search = started.elapsed();
+    assert_eq!(admin_rows(&s).await.len(), 11);
+    s.screenshot("searched").await;
+
+    // The last page, from the address the page keeps.
+    s.goto(&setup.url("/hub/admin?offset=10000&limit=50")).await;
+    s.wait_for_text("#users-summary", "Users 10001–10001 of 10001")
+        .await;
+    assert!(s.find("#users-next").await.property("disabled").await == true);
+    assert!(s.find("#users-prev").await.property("disabled").await == false);
+    println!(
+        "admin page, 10,001 users: load {load:?}, next page {next:?}, sort {sort:?}, search {search:?}"
+    );
+    for (what, took) in [
+        ("load", load),
+        ("next", next),
+        ("sort", sort),
+        ("search", search),
+    ] {
+        assert!(took < Duration::from_secs(5), "{what} took {took:?}");
+    }
+    s.quit().await;
+    setup.stop().await;
+}
