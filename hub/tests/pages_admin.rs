@@ -375,6 +375,24 @@ async fn operator_files(backend: Backend) {
     assert_eq!(style.body, "/* mine */");
     hub.stop().await;
 
+    // The logo from `hub.logo_file`.
+    std::fs::write(dir.path().join("logo.png"), b"our logo").unwrap();
+    let config = format!(
+        "[hub]\nlogo_file = \"{}\"\n",
+        dir.path().join("logo.png").display()
+    );
+    let hub = TestHub::start(backend, &config).await;
+    let login = hub.get_page("/hub/login", None).await;
+    assert!(
+        login
+            .body
+            .contains("<img src=\"/hub/logo\" alt=\"JupyterHub home\"")
+    );
+    let logo = hub.get_page("/hub/logo", None).await;
+    assert_eq!(logo.headers["content-type"], "image/png");
+    assert_eq!(logo.body.as_bytes(), b"our logo");
+    hub.stop().await;
+
     // `template_vars.announcement` takes the place of `hub.announcement`.
     let config = "[hub]\nannouncement = \"from the key\"\ntemplate_vars = { announcement = \"from the vars\" }\n";
     let hub = TestHub::start(backend, config).await;
