@@ -1373,3 +1373,25 @@ servers_test!(
         assert_eq!(status, StatusCode::CREATED);
     }
 );
+
+// JupyterHub counts a start as activity of the server and of its owner, so a server that
+// never reports is judged (by the culler) from its start, not from some older time.
+hub_test!(a_start_is_activity, |hub| async move {
+    let alice = hub.user("alice", false).await;
+    let before = TestHub::now();
+    let (status, body) = hub
+        .post("/users/alice/server", Some(&alice), serde_json::json!({}))
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let (_, model) = hub.get("/users/alice", Some(&alice)).await;
+    let server = &model["servers"][""];
+    assert_eq!(server["last_activity"], server["started"], "{model}");
+    let user_activity = chrono::DateTime::parse_from_rfc3339(
+        model["last_activity"].as_str().expect("user last_activity"),
+    )
+    .expect("timestamp");
+    assert!(
+        user_activity >= before - chrono::TimeDelta::seconds(1),
+        "{model}"
+    );
+});

@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use super::expect_one;
 use crate::db::connection::DbConnection;
 use crate::db::json::{JsonText, to_json};
-use crate::db::schema::spawners;
+use crate::db::schema::{spawners, users};
 
 /// The persisted lifecycle phase of a server.
 ///
@@ -328,7 +328,8 @@ pub fn count_named(conn: &mut DbConnection, user_id: i32) -> QueryResult<i64> {
 
 /// Compare-and-set of the phase: moves server `id` to `to` only if its phase is one of
 /// `from`. Returns false if the phase was something else (or the row does not exist), in which
-/// case nothing changed. Leaving `Stopped` for `Spawning` also stamps `started`.
+/// case nothing changed. Leaving `Stopped` for `Spawning` also stamps `started` and the
+/// `last_activity` of the server and of its user.
 pub fn transition(
     conn: &mut DbConnection,
     id: i32,
@@ -340,13 +341,25 @@ pub fn transition(
         .find(id)
         .filter(spawners::phase.eq_any(from.to_vec()));
     let changed = if to == ServerPhase::Spawning {
-        diesel::update(target)
+        let changed = diesel::update(target)
             .set((
                 spawners::phase.eq(to),
                 spawners::phase_changed.eq(at),
                 spawners::started.eq(Some(at)),
+                spawners::last_activity.eq(Some(at)),
             ))
-            .execute(conn)?
+            .execute(conn)?;
+        if changed > 0 {
+            // A start is activity of the server and of its owner (as in JupyterHub), so a
+            // server that never reports any is still judged from when it started.
+            diesel::update(
+                users::table
+                    .filter(users::id.eq_any(spawners::table.find(id).select(spawners::user_id))),
+            )
+            .set(users::last_activity.eq(Some(at)))
+            .execute(conn)?;
+        }
+        changed
     } else {
         diesel::update(target)
             .set((spawners::phase.eq(to), spawners::phase_changed.eq(at)))
