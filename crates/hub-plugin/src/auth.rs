@@ -64,6 +64,26 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
     /// Checks a login. `Ok(None)` means the credentials are wrong.
     async fn authenticate(&self, form: &LoginForm) -> Result<Option<AuthModel>, AuthError>;
 
+    /// For authenticators that log people in elsewhere (OAuth, OpenID Connect, SAML): the URL
+    /// of the identity provider's login page. The browser is sent there from
+    /// `/hub/oauth_login`, and the provider must send it back to `callback_url`
+    /// (`/hub/oauth_callback`) with `state` unchanged. `None` (the default) means the hub's
+    /// own login form is used.
+    fn external_login_url(&self, _callback_url: &str, _state: &str) -> Option<String> {
+        None
+    }
+
+    /// Finishes an external login: `params` are the query parameters the identity provider
+    /// sent back to `/hub/oauth_callback` (the hub has already checked `state`). `Ok(None)`
+    /// means the provider did not vouch for anyone.
+    async fn complete_external_login(
+        &self,
+        _callback_url: &str,
+        _params: &BTreeMap<String, String>,
+    ) -> Result<Option<AuthModel>, AuthError> {
+        Ok(None)
+    }
+
     /// JupyterHub's default normalisation: lower case.
     fn normalize_username(&self, name: &str) -> String {
         name.to_lowercase()

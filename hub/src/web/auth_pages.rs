@@ -68,6 +68,23 @@ pub async fn login_page(
         let target = next.unwrap_or_else(|| default_next(&state));
         return browser.with_cookies(&state, found(&target));
     }
+    if state.authenticator.external_login_url("", "").is_some() {
+        let external = super::external_login::oauth_login_url(&state, next.as_deref());
+        if state.config.authenticator.auto_login {
+            return browser.with_cookies(&state, found(&external));
+        }
+        return render(
+            &state,
+            Some(&browser),
+            StatusCode::OK,
+            "login.html",
+            context! {
+                external_login_url => external,
+                login_service => state.authenticator.kind(),
+                next => next,
+            },
+        );
+    }
     login_form_page(&state, &browser, StatusCode::OK, next.as_deref(), "", None)
 }
 

@@ -20,6 +20,7 @@
 pub mod accept_share;
 pub mod admin;
 pub mod auth_pages;
+pub mod external_login;
 pub mod home;
 pub mod next_url;
 pub mod queue;
@@ -59,6 +60,14 @@ pub fn router(prefix: &str) -> Router<AppState> {
             get(auth_pages::login_page).post(auth_pages::login_submit),
         )
         .route(&format!("{prefix}logout"), get(auth_pages::logout))
+        .route(
+            &format!("{prefix}oauth_login"),
+            get(external_login::oauth_login),
+        )
+        .route(
+            &format!("{prefix}oauth_callback"),
+            get(external_login::oauth_callback),
+        )
         .route(&format!("{prefix}home"), get(home::home_page))
         .route(&format!("{prefix}admin"), get(admin::admin_page))
         .route(

@@ -184,7 +184,13 @@ fn anonymous_xsrf_id(headers: &HeaderMap, session_id: Option<&str>) -> String {
 }
 
 /// One `Set-Cookie` value.
-fn set_cookie(name: &str, value: &str, path: &str, http_only: bool, secure: bool) -> String {
+pub(crate) fn set_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    http_only: bool,
+    secure: bool,
+) -> String {
     let mut c = format!("{name}={value}; Path={path}; SameSite=Lax");
     if http_only {
         c.push_str("; HttpOnly");
@@ -196,7 +202,7 @@ fn set_cookie(name: &str, value: &str, path: &str, http_only: bool, secure: bool
 }
 
 /// A `Set-Cookie` value that deletes `name` on `path`.
-fn clear_cookie(name: &str, path: &str) -> String {
+pub(crate) fn clear_cookie(name: &str, path: &str) -> String {
     format!("{name}=\"\"; Path={path}; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT")
 }
 
@@ -204,6 +210,11 @@ impl Browser {
     /// The logged-in user's name.
     pub fn user_name(&self) -> Option<&str> {
         self.user.as_ref().map(|u| u.principal.name())
+    }
+
+    /// Whether cookies set for this browser get `Secure`.
+    pub fn secure(&self) -> bool {
+        self.secure
     }
 
     /// The path and query of this request (for `next=` links back to it).
@@ -377,7 +388,7 @@ impl Browser {
     }
 }
 
-fn append_cookies(resp: &mut Response, values: Vec<String>) {
+pub(crate) fn append_cookies(resp: &mut Response, values: Vec<String>) {
     for value in values {
         match HeaderValue::from_str(&value) {
             Ok(v) => {
