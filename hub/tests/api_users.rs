@@ -802,6 +802,7 @@ hub_test!(delete_user_stops_running_servers, |hub| async move {
             env: Default::default(),
             prefix: "/user/dora/".into(),
             user_options: json!({}),
+            command: None,
             progress: ProgressSender::channel().0,
         })
         .await

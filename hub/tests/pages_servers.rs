@@ -1258,3 +1258,42 @@ servers_test!(
         );
     }
 );
+
+// A profile may set the server command (for spawners that run a program); only the
+// configuration can: an option named `cmd` from the user is just an option.
+servers_test!(
+    profile_commands_come_from_the_configuration_only,
+    "[[profiles]]\nslug = \"plain\"\ndefault = true\n\n[[profiles]]\nslug = \"custom\"\ncmd = [\"my-server\", \"--flag\"]\n".to_owned(),
+    Arc::new(Recording::default()),
+    |hub, sp| async move {
+        let alice = hub.user("alice", false).await;
+        let (status, body) = hub
+            .post(
+                "/users/alice/server",
+                Some(&alice),
+                json!({"profile": "custom"}),
+            )
+            .await;
+        assert!(status.is_success(), "{status} {body}");
+        wait_for(hub, "alice", "", ServerPhase::Running).await;
+        assert_eq!(
+            sp.last().command,
+            Some(vec!["my-server".to_owned(), "--flag".to_owned()])
+        );
+        let (status, _) = hub.delete("/users/alice/server", Some(&alice)).await;
+        assert!(status.is_success());
+        wait_for(hub, "alice", "", ServerPhase::Stopped).await;
+
+        // The default profile sets no command; a user's own `cmd` option changes nothing.
+        let (status, body) = hub
+            .post(
+                "/users/alice/server",
+                Some(&alice),
+                json!({"cmd": ["/bin/sh", "-c", "id"]}),
+            )
+            .await;
+        assert!(status.is_success(), "{status} {body}");
+        wait_for(hub, "alice", "", ServerPhase::Running).await;
+        assert_eq!(sp.last().command, None);
+    }
+);

@@ -503,9 +503,11 @@ impl Spawner for LocalProcessSpawner {
             .as_ref()
             .map_or(self.config.port, ports::Reservation::port);
         let dir = self.working_dir(&ctx.server, &account);
-        let argv: Vec<String> = self
-            .config
-            .cmd
+        // A profile's command replaces the configured one; the configured arguments follow.
+        let argv: Vec<String> = ctx
+            .command
+            .as_ref()
+            .unwrap_or(&self.config.cmd)
             .iter()
             .chain(&self.config.args)
             .cloned()

@@ -365,3 +365,18 @@ async fn server_output_goes_to_a_log_file_when_configured() {
     assert_eq!(mode & 0o777, 0o600);
     s.stop(&ctx.server, &started.state, true).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_command_from_the_hub_replaces_the_configured_one() {
+    // The configured command would fail at once; the hub's (a profile's) is used instead.
+    let s = spawner(vec!["/bin/false".into()]);
+    let (mut ctx, _events) = ctx("nobody", "profiled");
+    ctx.command = Some(http_server_cmd());
+    let started = s.start(&ctx).await.unwrap();
+    let url = format!("{}{}", started.url, ctx.prefix);
+    assert_eq!(
+        wait_http(&url, Duration::from_secs(10)).await,
+        "nobody/profiled"
+    );
+    s.stop(&ctx.server, &started.state, true).await.unwrap();
+}

@@ -84,6 +84,9 @@ pub struct SpawnContext {
     pub prefix: String,
     /// The options the user chose (validated by [`Spawner::validate_options`]).
     pub user_options: Value,
+    /// The server command the operator configured for this start (a profile's `cmd`), to use
+    /// instead of the spawner's own; `None` for the spawner's. Never set from user input.
+    pub command: Option<Vec<String>>,
     /// Where to send progress events.
     pub progress: ProgressSender,
 }

@@ -350,6 +350,7 @@ mod tests {
             env: Default::default(),
             prefix: format!("/user/{user}/"),
             user_options: Value::Null,
+            command: None,
             progress: ProgressSender::channel().0,
         }
     }

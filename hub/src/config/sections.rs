@@ -688,6 +688,10 @@ config_section! {
         /// Environment variables added to the server's environment (after
         /// `spawner.environment`, so they override it).
         pub environment: BTreeMap<String, String> = BTreeMap::new(),
+        /// The server command for this profile, instead of `spawner.cmd` (for spawners that
+        /// start a program: `local`). Only the configuration sets it; users choose a profile,
+        /// never a command.
+        pub cmd: Option<Command> = None,
         /// Options handed to the spawner as if the user had chosen them, overriding the
         /// user's own choices: what the spawner reads, such as a container `image`, a
         /// command (`cmd`), or resources (`cpu_limit`, `mem_limit`). The spawn page lists them

@@ -507,11 +507,15 @@ async fn spawn_steps(
     environment.extend(profile_env);
     let server = server_ref(user, row);
     let (sender, mut events) = ProgressSender::channel();
+    // The profile's command, if any. `profile` in these options was set by the hub when it
+    // applied the (checked) profile, so the command only ever comes from the configuration.
+    let command = profiles::command_of(&state.config, &options);
     let ctx = SpawnContext {
         server: server.clone(),
         env: environment,
         prefix: prefix.clone(),
         user_options: Value::Object(options),
+        command,
         progress: sender,
     };
     let start_timeout = state.config.spawner.start_timeout;

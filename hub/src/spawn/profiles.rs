@@ -106,6 +106,14 @@ pub fn apply(
     (options, profile.environment.clone())
 }
 
+/// The command of the profile a start's (already profile-applied) `options` name: `None`
+/// without profiles, or when the profile sets none.
+pub fn command_of(config: &HubConfig, options: &Map<String, Value>) -> Option<Vec<String>> {
+    let slug = options.get(PROFILE_OPTION)?.as_str()?;
+    let profile = config.profiles.iter().find(|p| p.slug == slug)?;
+    profile.cmd.as_ref().map(|cmd| cmd.argv().to_vec())
+}
+
 /// The spawner's `validate_options` of `options`. With profiles configured, the hub's own
 /// `profile` option is set aside first (spawners do not know it, and some refuse options they
 /// do not know) and put back after.

@@ -94,6 +94,7 @@ pub fn ctx(
             env,
             prefix,
             user_options: Value::Null,
+            command: None,
             progress,
         },
         rx,

@@ -185,6 +185,7 @@ impl ReportEndpoint {
                 env,
                 prefix,
                 user_options: Value::Null,
+                command: None,
                 progress,
             },
             rx,
