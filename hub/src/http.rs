@@ -9,7 +9,7 @@
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use http::header::{ACCESS_CONTROL_ALLOW_HEADERS, CONTENT_SECURITY_POLICY};
+use http::header::{ACCESS_CONTROL_ALLOW_HEADERS, CONNECTION, CONTENT_SECURITY_POLICY};
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use crate::error::ApiError;
@@ -57,7 +57,13 @@ pub async fn common_headers(
     let path = req.uri().path();
     let is_api = path.starts_with(&h.api_prefix) && path != h.authorize_path;
     let mut resp = next.run(req).await;
+    let refused_body = resp.status() == StatusCode::PAYLOAD_TOO_LARGE;
     let headers = resp.headers_mut();
+    if refused_body {
+        // The body was refused unread: the connection cannot carry another request, and a
+        // client that reused it would fail writing to it.
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     headers.insert(VERSION_HEADER.clone(), HeaderValue::from_static(VERSION));
     headers
         .entry(ACCESS_CONTROL_ALLOW_HEADERS)

@@ -1184,6 +1184,8 @@ hub_test!(malformed_bodies_are_4xx_without_writes, |hub| async move {
         .await;
     if let Ok(resp) = sent {
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // The unread body leaves the connection unusable: the client must not reuse it.
+        assert_eq!(resp.headers()["connection"], "close");
         let reply: Value = resp.json().await.expect("JSON error body");
         assert_eq!(reply["status"], 413);
         assert!(reply["message"].is_string());
