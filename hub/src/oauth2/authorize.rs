@@ -18,7 +18,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::Utc;
-use http::header::{LOCATION, SET_COOKIE};
+use http::header::LOCATION;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use minijinja::context;
 
@@ -37,7 +37,7 @@ use crate::rbac::grants::resolve_requested_scopes;
 use crate::rbac::roles::default_user_role_names;
 use crate::rbac::{NoGroups, Target, UserGroups};
 use crate::state::AppState;
-use crate::web::session::login_url;
+use crate::web::session::{append_cookies, login_url, set_cookie};
 use crate::web::{Browser, ErrorPage};
 
 /// Parameters that may appear at most once in an authorization request.
@@ -450,7 +450,6 @@ fn logged_in_user(identity: Option<&Identity>) -> Option<&users::User> {
 pub async fn get(
     State(state): State<AppState>,
     browser: Browser,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let (Some(identity), Some(user)) =
@@ -466,7 +465,7 @@ pub async fn get(
     };
     if !prepared.confirm {
         tracing::debug!(user = %user.name, client = %prepared.client.row.identifier, "oauth authorize without confirmation");
-        return grant(&state, &browser, &headers, user, &prepared).await;
+        return grant(&state, &browser, user, &prepared).await;
     }
     let shown: BTreeSet<String> = prepared
         .scopes
@@ -527,22 +526,8 @@ pub async fn post(
         scopes.push(IDENTIFY_SCOPE.to_owned());
     }
     match prepare(&state, identity, user, &params, Some(scopes)).await {
-        Ok(prepared) => grant(&state, &browser, &headers, user, &prepared).await,
+        Ok(prepared) => grant(&state, &browser, user, &prepared).await,
         Err(refusal) => refusal.into_response(&state, &browser),
-    }
-}
-
-/// Whether cookies get `Secure`: the public URL is https, or (without one) the request reached
-/// the proxy over https.
-fn cookie_secure(state: &AppState, headers: &HeaderMap) -> bool {
-    match &state.config.hub.public_url {
-        Some(url) => url.scheme() == "https",
-        None => headers
-            .get("x-forwarded-proto")
-            .or_else(|| headers.get("x-scheme"))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .is_some_and(|p| p.trim() == "https"),
     }
 }
 
@@ -551,7 +536,6 @@ fn cookie_secure(state: &AppState, headers: &HeaderMap) -> bool {
 async fn grant(
     state: &AppState,
     browser: &Browser,
-    headers: &HeaderMap,
     user: &users::User,
     prepared: &Prepared,
 ) -> Response {
@@ -601,14 +585,16 @@ async fn grant(
     let mut resp = found(&location);
     if new_session {
         let base = state.config.hub.base_url.to_string();
-        let mut cookie =
-            format!("{SESSION_COOKIE}={session_id}; Path={base}; SameSite=Lax; HttpOnly");
-        if cookie_secure(state, headers) {
-            cookie.push_str("; Secure");
-        }
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            resp.headers_mut().append(SET_COOKIE, value);
-        }
+        append_cookies(
+            &mut resp,
+            vec![set_cookie(
+                SESSION_COOKIE,
+                &session_id,
+                &base,
+                true,
+                browser.secure(),
+            )],
+        );
     }
     browser.with_cookies(state, resp)
 }
