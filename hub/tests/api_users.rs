@@ -1214,8 +1214,9 @@ hub_test!(malformed_bodies_are_4xx_without_writes, |hub| async move {
     assert_eq!(status, StatusCode::FORBIDDEN);
 });
 
-// The list writes its models straight from the rows; single-user GETs build them as values.
-// Both must give the same JSON for every caller and server state.
+// The list serialises its models straight from the rows; single-user GETs turn the same model
+// into a value first and load the user on their own. Both must give the same JSON for every
+// caller and server state.
 hub_test!(
     list_items_equal_single_user_models,
     config = RBAC,

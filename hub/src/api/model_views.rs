@@ -1,7 +1,7 @@
-//! The user and server models serialised straight from the loaded facts, without building
-//! `serde_json::Value` trees first. List endpoints reply with hundreds of models per request;
-//! this path writes the same JSON as [`models::user_model`] (same keys, same order, same
-//! values) with a fraction of the allocations. Tests hold the two to the same output.
+//! The user and server models (hub-protocol §1.2), serialised straight from the loaded facts.
+//! List endpoints write them without building `serde_json::Value` trees first (hundreds of
+//! models per request); [`models::user_model`] and [`models::server_model`] turn the same
+//! views into values for the handlers that edit a model before replying.
 
 use std::sync::OnceLock;
 
@@ -35,13 +35,25 @@ fn pending(phase: ServerPhase) -> Option<&'static str> {
     }
 }
 
-/// The server model of [`models::server_model`].
+/// The server model (all keys; `state` only when `with_state`).
 #[derive(Debug)]
 pub struct ServerView<'a> {
     state: &'a AppState,
     user: &'a str,
     spawner: &'a Spawner,
     with_state: bool,
+}
+
+impl<'a> ServerView<'a> {
+    /// The model of `user`'s server `spawner`.
+    pub fn new(state: &'a AppState, user: &'a str, spawner: &'a Spawner, with_state: bool) -> Self {
+        Self {
+            state,
+            user,
+            spawner,
+            with_state,
+        }
+    }
 }
 
 impl Serialize for ServerView<'_> {
@@ -143,7 +155,7 @@ fn user_key_mask(scopes: &ScopeSet, user: &str, membership: &UserGroups<'_>) -> 
         })
 }
 
-/// The user model of [`models::user_model`], or nothing when `scopes` may see no key of it.
+/// The user model as `scopes` may see it, or nothing when they may see no key of it.
 #[derive(Debug)]
 pub struct UserView<'a> {
     state: &'a AppState,
@@ -174,11 +186,9 @@ impl<'a> UserView<'a> {
                 (include_stopped || s.phase.is_active())
                     && server_visible(scopes, &user.name, &s.name, &membership)
             })
-            .map(|s| ServerView {
-                state,
-                user: &user.name,
-                spawner: s,
-                with_state: server_state_visible(scopes, &user.name, &s.name, &membership),
+            .map(|s| {
+                let with_state = server_state_visible(scopes, &user.name, &s.name, &membership);
+                ServerView::new(state, &user.name, s, with_state)
             })
             .collect();
         // `servers` appears when unlocked, or when any server is visible anyway.

@@ -7,15 +7,13 @@ use serde_json::{Map, Value, json};
 
 use crate::access::Identity;
 use crate::api::extract::db_error;
+use crate::api::model_views::{ServerView, UserView};
 use crate::db::DbConnection;
-use crate::db::models::spawners::{ServerPhase, Spawner};
+use crate::db::models::spawners::Spawner;
 use crate::db::models::{groups, roles, services, spawners, users};
 use crate::error::ApiResult;
-use crate::rbac::fields::{
-    include_servers_key, retain_keys, server_state_visible, server_visible, service_model_keys,
-    user_model_keys,
-};
-use crate::rbac::{ExpandContext, ScopeSet, UserGroups};
+use crate::rbac::fields::{retain_keys, service_model_keys};
+use crate::rbac::{ExpandContext, ScopeSet};
 use crate::state::AppState;
 
 /// Characters Python's `quote(name, safe='@~')` leaves alone besides ASCII letters and digits.
@@ -88,15 +86,6 @@ pub fn server_url(state: &AppState, user: &str, server: &str) -> String {
     }
 }
 
-/// JupyterHub's `pending` value for a phase.
-pub fn pending(phase: ServerPhase) -> Value {
-    match phase {
-        ServerPhase::Spawning => json!("spawn"),
-        ServerPhase::Stopping => json!("stop"),
-        ServerPhase::Stopped | ServerPhase::Running => Value::Null,
-    }
-}
-
 /// The server model (all keys; `state` only when `with_state`).
 pub fn server_model(
     state: &AppState,
@@ -104,41 +93,10 @@ pub fn server_model(
     spawner: &Spawner,
     with_state: bool,
 ) -> Map<String, Value> {
-    let base = format!(
-        "{}api/users/{}",
-        state.config.hub.hub_prefix(),
-        url_name(user)
-    );
-    let progress_url = if spawner.name.is_empty() {
-        format!("{base}/server/progress")
-    } else {
-        format!("{base}/servers/{}/progress", url_name(&spawner.name))
-    };
-    let ready = spawner.phase == ServerPhase::Running;
-    let mut m = Map::new();
-    m.insert("name".into(), json!(spawner.name));
-    m.insert("display_name".into(), json!(spawner.display_name));
-    m.insert(
-        "full_name".into(),
-        json!(format!("{user}/{}", spawner.name)),
-    );
-    m.insert("last_activity".into(), iso(spawner.last_activity));
-    m.insert("started".into(), iso(spawner.started));
-    m.insert("pending".into(), pending(spawner.phase));
-    m.insert("ready".into(), json!(ready));
-    m.insert("stopped".into(), json!(!spawner.phase.is_active()));
-    m.insert("url".into(), json!(server_url(state, user, &spawner.name)));
-    m.insert(
-        "user_options".into(),
-        Value::Object(spawner.user_options.clone()),
-    );
-    m.insert("progress_url".into(), json!(progress_url));
-    m.insert("full_url".into(), Value::Null);
-    m.insert("full_progress_url".into(), Value::Null);
-    if with_state {
-        m.insert("state".into(), Value::Object(spawner.state.clone()));
+    match serde_json::to_value(ServerView::new(state, user, spawner, with_state)) {
+        Ok(Value::Object(model)) => model,
+        _ => Map::new(),
     }
-    m
 }
 
 /// Everything known about a user, for building models.
@@ -175,69 +133,17 @@ pub fn load_user_facts(
 }
 
 /// The user model as `scopes` may see it (hub-protocol §1.2): keys gated by scope, servers
-/// filtered one by one, stopped servers only with `include_stopped`.
+/// filtered one by one, stopped servers only with `include_stopped`. An empty object when
+/// `scopes` may see nothing of the user.
 pub fn user_model(
     state: &AppState,
     scopes: &ScopeSet,
     facts: &UserFacts,
     include_stopped: bool,
 ) -> Value {
-    let user = &facts.user;
-    let membership = UserGroups {
-        user: &user.name,
-        groups: &facts.groups,
-    };
-    let keys = user_model_keys(scopes, &user.name, &membership);
-    let mut servers = Map::new();
-    for s in &facts.spawners {
-        if !(include_stopped || s.phase.is_active())
-            || !server_visible(scopes, &user.name, &s.name, &membership)
-        {
-            continue;
-        }
-        let with_state = server_state_visible(scopes, &user.name, &s.name, &membership);
-        servers.insert(
-            s.name.clone(),
-            Value::Object(server_model(state, &user.name, s, with_state)),
-        );
-    }
-    let default = facts.spawners.iter().find(|s| s.name.is_empty());
-    let mut roles = facts.roles.clone();
-    roles.push("user".into());
-    if user.admin {
-        roles.push("admin".into());
-    }
-    roles.sort();
-    roles.dedup();
-    let mut m = Map::new();
-    m.insert("kind".into(), json!("user"));
-    m.insert("name".into(), json!(user.name));
-    m.insert("admin".into(), json!(user.admin));
-    m.insert("roles".into(), json!(roles));
-    m.insert("groups".into(), json!(facts.groups));
-    m.insert(
-        "server".into(),
-        match default {
-            Some(s) if s.phase == ServerPhase::Running => json!(user_url(state, &user.name)),
-            _ => Value::Null,
-        },
-    );
-    m.insert(
-        "pending".into(),
-        default.map_or(Value::Null, |s| pending(s.phase)),
-    );
-    m.insert("created".into(), iso(Some(user.created)));
-    m.insert("last_activity".into(), iso(user.last_activity));
-    m.insert("user_info".into(), Value::Null);
-    m.insert("auth_state".into(), Value::Null);
-    let include_servers = include_servers_key(&keys, servers.len());
-    m.insert("servers".into(), Value::Object(servers));
-    let mut keys = keys;
-    if include_servers {
-        keys.insert("servers");
-    }
-    retain_keys(&mut m, &keys);
-    Value::Object(m)
+    UserView::new(state, scopes, facts, include_stopped)
+        .and_then(|view| serde_json::to_value(view).ok())
+        .unwrap_or_else(|| Value::Object(Map::new()))
 }
 
 /// `GET /user` for a user: the model with the owner's identify scopes added for filtering.
