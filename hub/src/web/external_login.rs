@@ -22,8 +22,8 @@ use crate::identity::tokens;
 use crate::login;
 use crate::state::AppState;
 use crate::web::auth_pages::default_next;
-use crate::web::session::{append_cookies, clear_cookie, set_cookie};
-use crate::web::{Browser, ErrorPage, QueryArgs, found, query_value};
+use crate::web::session::{append_cookies, clear_cookie, hub_page_url, set_cookie};
+use crate::web::{Browser, ErrorPage, QueryArgs, found};
 
 /// The cookie carrying the signed `state` and `next` of a login in progress.
 pub const STATE_COOKIE: &str = "jupyterhub-oauth-state";
@@ -184,9 +184,5 @@ pub async fn oauth_callback(
 
 /// `/hub/oauth_login?next=<next>`.
 pub fn oauth_login_url(state: &AppState, next: Option<&str>) -> String {
-    let prefix = state.config.hub.hub_prefix();
-    match next {
-        Some(next) => format!("{prefix}oauth_login?next={}", query_value(next)),
-        None => format!("{prefix}oauth_login"),
-    }
+    hub_page_url(state, "oauth_login", next)
 }

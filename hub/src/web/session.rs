@@ -401,9 +401,14 @@ pub(crate) fn append_cookies(resp: &mut Response, values: Vec<String>) {
 
 /// `/hub/login`, with `?next=` when given.
 pub fn login_url(state: &AppState, next: Option<&str>) -> String {
+    hub_page_url(state, "login", next)
+}
+
+/// The hub page `page` (e.g. `login`), with `?next=` when given.
+pub fn hub_page_url(state: &AppState, page: &str, next: Option<&str>) -> String {
     let prefix = state.config.hub.hub_prefix();
     match next {
-        Some(next) => format!("{prefix}login?next={}", query_value(next)),
-        None => format!("{prefix}login"),
+        Some(next) => format!("{prefix}{page}?next={}", query_value(next)),
+        None => format!("{prefix}{page}"),
     }
 }
