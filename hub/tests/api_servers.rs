@@ -26,7 +26,7 @@ use hub::identity::tokens::{self, HashedToken};
 use hub::spawn::Servers;
 use hub::state::AppState;
 use hub_plugin::test_util::{
-    DummyAuthenticator, FailingSpawner, MockSpawner, NeverSpawner, SlowSpawner,
+    DummyAuthenticator, FailingSpawner, MockSpawner, NeverSpawner, RecordingSpawner, SlowSpawner,
 };
 use hub_plugin::{PollStatus, ServerRef, SpawnContext, SpawnError, Spawner, Started};
 use reqwest::{Method, StatusCode};
@@ -201,39 +201,6 @@ fn fast(hub: &TestHub) {
         .set_slow_timeouts(Duration::from_millis(300), Duration::from_millis(300));
 }
 
-/// A mock spawner that records what each start was given.
-#[derive(Debug, Default)]
-struct Recording {
-    mock: MockSpawner,
-    seen: Mutex<Vec<SpawnContext>>,
-}
-
-impl Recording {
-    fn last(&self) -> SpawnContext {
-        self.seen.lock().unwrap().last().cloned().unwrap()
-    }
-}
-
-#[async_trait]
-impl Spawner for Recording {
-    fn kind(&self) -> &str {
-        "recording"
-    }
-
-    async fn start(&self, ctx: &SpawnContext) -> Result<Started, SpawnError> {
-        self.seen.lock().unwrap().push(ctx.clone());
-        self.mock.start(ctx).await
-    }
-
-    async fn poll(&self, server: &ServerRef, state: &Value) -> Result<PollStatus, SpawnError> {
-        self.mock.poll(server, state).await
-    }
-
-    async fn stop(&self, server: &ServerRef, state: &Value, now: bool) -> Result<(), SpawnError> {
-        self.mock.stop(server, state, now).await
-    }
-}
-
 /// Starts "successfully" at an address where nothing listens; `exits` makes poll report the
 /// process gone with status 3.
 #[derive(Debug)]
@@ -280,7 +247,7 @@ impl Spawner for Unreachable {
 servers_test!(
     default_server_lifecycle,
     "",
-    Arc::new(Recording::default()),
+    Arc::new(RecordingSpawner::default()),
     |hub, spawner| async move {
         let alice = hub.user("alice", false).await;
         let admin = hub.user("root", true).await;
@@ -969,7 +936,7 @@ servers_test!(
 servers_test!(
     named_servers,
     "[hub]\nallow_named_servers = true\nnamed_server_limit_per_user = 2\n",
-    Arc::new(Recording::default()),
+    Arc::new(RecordingSpawner::default()),
     |hub, spawner| async move {
         let alice = hub.user("alice", false).await;
         // PUT creates without starting.
@@ -1240,7 +1207,7 @@ servers_test!(
 servers_test!(
     start_request_bodies,
     "",
-    Arc::new(Recording::default()),
+    Arc::new(RecordingSpawner::default()),
     |hub, spawner| async move {
         let alice = hub.user("alice", false).await;
         let cycle = |body: Option<Value>| {

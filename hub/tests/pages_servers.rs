@@ -11,14 +11,16 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use common::{Backend, PageResponse, TestHub};
 use hub::db::models::spawners::{self, ServerPhase, Spawner as SpawnerRow};
 use hub::db::models::users;
-use hub_plugin::test_util::{FailingSpawner, MockSpawner, NeverSpawner, SlowSpawner};
+use hub_plugin::test_util::{
+    FailingSpawner, MockSpawner, NeverSpawner, RecordingSpawner, SlowSpawner,
+};
 use hub_plugin::{PollStatus, ServerRef, SpawnContext, SpawnError, Spawner, Started};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -919,43 +921,6 @@ servers_test!(
 
 // === profiles ===
 
-/// A [`MockSpawner`] that records what each start was given.
-#[derive(Debug, Default)]
-struct Recording {
-    mock: MockSpawner,
-    seen: Mutex<Vec<SpawnContext>>,
-}
-
-impl Recording {
-    fn last(&self) -> SpawnContext {
-        self.seen.lock().unwrap().last().cloned().unwrap()
-    }
-
-    fn count(&self) -> usize {
-        self.seen.lock().unwrap().len()
-    }
-}
-
-#[async_trait]
-impl Spawner for Recording {
-    fn kind(&self) -> &str {
-        "recording"
-    }
-
-    async fn start(&self, ctx: &SpawnContext) -> Result<Started, SpawnError> {
-        self.seen.lock().unwrap().push(ctx.clone());
-        self.mock.start(ctx).await
-    }
-
-    async fn poll(&self, server: &ServerRef, state: &Value) -> Result<PollStatus, SpawnError> {
-        self.mock.poll(server, state).await
-    }
-
-    async fn stop(&self, server: &ServerRef, state: &Value, now: bool) -> Result<(), SpawnError> {
-        self.mock.stop(server, state, now).await
-    }
-}
-
 const PROFILES: &str = r#"
 [groups.ml]
 users = ["bob"]
@@ -980,7 +945,7 @@ user_options = { image = "gpu-image", cpu_limit = 8 }
 servers_test!(
     profiles_for_each_user,
     PROFILES.to_owned(),
-    Arc::new(Recording::default()),
+    Arc::new(RecordingSpawner::default()),
     |hub, sp| async move {
         // One profile to choose from: no question, the start uses it.
         let alice = hub.browser("alice").await;
@@ -1108,7 +1073,7 @@ servers_test!(
 servers_test!(
     no_profile_for_this_user,
     "[[profiles]]\nslug = \"gpu\"\ngroups = [\"ml\"]\n".to_owned(),
-    Arc::new(Recording::default()),
+    Arc::new(RecordingSpawner::default()),
     |hub, sp| async move {
         let alice = hub.browser("alice").await;
         let resp = hub.get_page("/hub/spawn", Some(&alice.cookie)).await;
@@ -1152,11 +1117,11 @@ servers_test!(
     }
 );
 
-/// A [`Recording`] spawner with an options form whose `validate_options` refuses every option
+/// A [`RecordingSpawner`] with an options form whose `validate_options` refuses every option
 /// but `size`, as spawners that check their options strictly do.
 #[derive(Debug, Default)]
 struct Strict {
-    inner: Recording,
+    inner: RecordingSpawner,
 }
 
 #[async_trait]
@@ -1264,7 +1229,7 @@ servers_test!(
 servers_test!(
     profile_commands_come_from_the_configuration_only,
     "[[profiles]]\nslug = \"plain\"\ndefault = true\n\n[[profiles]]\nslug = \"custom\"\ncmd = [\"my-server\", \"--flag\"]\n".to_owned(),
-    Arc::new(Recording::default()),
+    Arc::new(RecordingSpawner::default()),
     |hub, sp| async move {
         let alice = hub.user("alice", false).await;
         let (status, body) = hub

@@ -248,6 +248,60 @@ impl Spawner for FailingSpawner {
     }
 }
 
+/// A [`MockSpawner`] that also records the context of every start.
+#[derive(Debug, Default)]
+pub struct RecordingSpawner {
+    /// The spawner that does the work.
+    pub mock: MockSpawner,
+    seen: Mutex<Vec<SpawnContext>>,
+}
+
+impl RecordingSpawner {
+    /// The context of the last start.
+    ///
+    /// # Panics
+    /// When nothing was started yet.
+    pub fn last(&self) -> SpawnContext {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .last()
+            .cloned()
+            .expect("no start recorded")
+    }
+
+    /// How many starts were recorded.
+    pub fn count(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}
+
+#[async_trait]
+impl Spawner for RecordingSpawner {
+    fn kind(&self) -> &str {
+        "recording"
+    }
+
+    async fn start(&self, ctx: &SpawnContext) -> Result<Started, SpawnError> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(ctx.clone());
+        self.mock.start(ctx).await
+    }
+
+    async fn poll(&self, server: &ServerRef, state: &Value) -> Result<PollStatus, SpawnError> {
+        self.mock.poll(server, state).await
+    }
+
+    async fn stop(&self, server: &ServerRef, state: &Value, now: bool) -> Result<(), SpawnError> {
+        self.mock.stop(server, state, now).await
+    }
+}
+
 /// Accepts any valid username; with `password` set, only that password.
 #[derive(Debug, Default, Clone)]
 pub struct DummyAuthenticator {
