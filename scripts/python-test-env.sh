@@ -16,6 +16,10 @@
 #                       singleuser-auth-shim (tests/tests/e2e_lab.rs): jupyterhub 6.1.1,
 #                       jupyter-server, jupyterlab and ipykernel. A venv of its own that every
 #                       account can run, like the singleuser set's; ask for it alone.
+#           fuzz        schemathesis, which scripts/api-fuzz.sh runs against the hub's REST API
+#                       (docs/reference/hub-openapi.yaml). A venv of its own,
+#                       $JHRS_CACHE/venv-fuzz, so that its many dependencies never meet
+#                       JupyterHub's; ask for it alone.
 #
 # Idempotent and non-interactive (CI=true, no stdin): when every pinned package is already
 # installed at its pinned version, nothing is fetched. Concurrent runs wait for each other.
@@ -52,6 +56,9 @@ SINGLEUSER_REQUIREMENTS=(
     # batchspawner-singleuser: reports the port of a server in a batch job (tests/tests/e2e_slurm.rs)
     "batchspawner==1.3.0"
 )
+FUZZ_REQUIREMENTS=(
+    "schemathesis==4.32.5"
+)
 LAB_REQUIREMENTS=(
     "jupyterhub==6.1.1"
     "jupyter-server==2.21.1"
@@ -68,17 +75,19 @@ requirements=()
 shared=0
 singleuser=0
 lab=0
+fuzz=0
 for set in "${sets[@]}"; do
     case "$set" in
         test) requirements+=("${TEST_REQUIREMENTS[@]}"); shared=1 ;;
         bench) requirements+=("${BENCH_REQUIREMENTS[@]}"); shared=1 ;;
         singleuser) requirements+=("${SINGLEUSER_REQUIREMENTS[@]}"); singleuser=1 ;;
         lab) requirements+=("${LAB_REQUIREMENTS[@]}"); lab=1 ;;
+        fuzz) requirements+=("${FUZZ_REQUIREMENTS[@]}"); fuzz=1 ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2; exit 0 ;;
-        *) die "unknown package set '$set' (expected: test, bench, singleuser, lab)" ;;
+        *) die "unknown package set '$set' (expected: test, bench, singleuser, lab, fuzz)" ;;
     esac
 done
-((shared + singleuser + lab < 2)) || die "the singleuser and lab sets have a venv of their own: ask for each alone"
+((shared + singleuser + lab + fuzz < 2)) || die "the singleuser, lab and fuzz sets have a venv of their own: ask for each alone"
 
 is_py311() { "$1" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null </dev/null; }
 
@@ -91,6 +100,9 @@ elif ((lab)); then
     VENV="${JHRS_LAB_VENV:-/var/tmp/jupyterhub-rs/venv-lab}"
     python_candidates=("${JHRS_LAB_PYTHON:-${JHRS_SINGLEUSER_PYTHON:-}}" /usr/bin/python3.11 /usr/bin/python3)
     umask 022
+elif ((fuzz)); then
+    VENV="$JHRS_CACHE/venv-fuzz"
+    python_candidates=("${JHRS_PYTHON:-}" python3.11 python3)
 else
     VENV="$JHRS_CACHE/venv"
     python_candidates=("${JHRS_PYTHON:-}" python3.11 python3)
