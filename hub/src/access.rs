@@ -88,12 +88,27 @@ impl Identity {
 /// Failure to resolve a credential for reasons other than "not valid": the database.
 pub type AccessResult<T> = diesel::QueryResult<T>;
 
-/// The scopes a user holds now: their roles, their groups' roles, the default roles.
+/// Whether `name` is in `authenticator.blocked_users`, compared after normalisation.
+pub fn is_blocked(state: &AppState, name: &str) -> bool {
+    state
+        .config
+        .authenticator
+        .blocked_users
+        .iter()
+        .any(|blocked| state.authenticator.normalize_username(blocked) == name)
+}
+
+/// The scopes a user holds now: their roles, their groups' roles, the default roles. A user
+/// blocked in the configuration holds none (JupyterHub strips a blocked user's roles and
+/// groups at startup), so their tokens, cookie and shares stop working.
 pub fn user_scopes(
     state: &AppState,
     conn: &mut DbConnection,
     user: &users::User,
 ) -> AccessResult<(ScopeSet, Vec<String>)> {
+    if is_blocked(state, &user.name) {
+        return Ok((ScopeSet::default(), Vec::new()));
+    }
     let group_names: Vec<String> = groups::for_user(conn, user.id)?
         .into_iter()
         .map(|g| g.name)
