@@ -31,6 +31,7 @@ use chrono::{NaiveDateTime, SubsecRound, Utc};
 use diesel::QueryResult;
 use diesel::connection::{AnsiTransactionManager, Connection, TransactionManager};
 use diesel::r2d2::Pool;
+use tokio::sync::Semaphore;
 
 pub use self::connection::{DbConnection, MultiBackend};
 pub use self::error::DbError;
@@ -44,6 +45,10 @@ pub use self::target::{Backend, DbTarget};
 pub struct Db {
     pool: Pool<pool::Manager>,
     target: Arc<DbTarget>,
+    /// One permit per pooled connection. [`Db::run`] takes one before it moves to the blocking
+    /// pool, so callers beyond the pool's size wait here, as tasks, instead of each parking a
+    /// blocking thread (its stack and malloc cache) inside r2d2 until a connection frees up.
+    slots: Arc<Semaphore>,
 }
 
 impl fmt::Debug for Db {
@@ -78,9 +83,11 @@ impl Db {
         let target = DbTarget::parse(url)?;
         let pool = pool::build(target.clone(), options)?;
         tracing::debug!(target_db = %target, "database pool ready");
+        let slots = Arc::new(Semaphore::new(pool.max_size() as usize));
         Ok(Db {
             pool,
             target: Arc::new(target),
+            slots,
         })
     }
 
@@ -103,10 +110,24 @@ impl Db {
         F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
         T: Send + 'static,
     {
+        let wait = self.pool.connection_timeout();
+        let slot = match tokio::time::timeout(wait, Arc::clone(&self.slots).acquire_owned()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => return Err(DbError::Unavailable("the database pool is closed".into())),
+            Err(_) => {
+                return Err(DbError::Unavailable(format!(
+                    "no database connection became free within {wait:?}"
+                )));
+            }
+        };
         let db = self.clone();
-        tokio::task::spawn_blocking(move || db.run_blocking(f))
-            .await
-            .map_err(|e| DbError::Other(format!("database task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let result = db.run_blocking(f);
+            drop(slot);
+            result
+        })
+        .await
+        .map_err(|e| DbError::Other(format!("database task failed: {e}")))?
     }
 
     /// Like [`Db::run`], but the closure runs inside [`write_transaction`]: everything it does
