@@ -3,7 +3,10 @@
 # JupyterHub tools from, and installs the pinned packages that are missing. Prints the venv's
 # path on stdout (the only thing printed there); progress goes to stderr.
 #
-# Usage: scripts/python-test-env.sh [SET...]
+# Usage: scripts/python-test-env.sh [--check] [SET...]
+#   --check     install nothing: fail, naming this script, unless the venv exists with every
+#               pinned package of the sets at its pinned version (for tests, which must not
+#               install anything while they run)
 #   SET   package sets to install, any of:
 #           test        what the Rust tests run (default): jupyterhub-idle-culler
 #           bench       the reference hub for scripts/bench-hub.sh: jupyterhub 6.1.1
@@ -69,6 +72,11 @@ LAB_REQUIREMENTS=(
 log() { printf '[python-test-env] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+check_only=0
+if [[ "${1:-}" == --check ]]; then
+    check_only=1
+    shift
+fi
 sets=("$@")
 ((${#sets[@]} > 0)) || sets=(test)
 requirements=()
@@ -125,11 +133,18 @@ fi
 exec 9<"$VENV.lock"
 flock 9
 
+if ((check_only)); then
+    [[ -x "$VENV/bin/python" ]] ||
+        die "$VENV is missing: run scripts/test-deps.sh (or scripts/python-test-env.sh ${sets[*]})"
+fi
+
 # --- the venv --------------------------------------------------------------------------------
 if [[ -x "$VENV/bin/python" ]] && is_py311 "$VENV/bin/python" &&
     "$VENV/bin/python" -m pip --version >/dev/null 2>&1 </dev/null; then
     log "venv: $VENV exists ($("$VENV/bin/python" --version 2>&1))"
 else
+    ((check_only == 0)) ||
+        die "$VENV is broken or not Python 3.11: run scripts/test-deps.sh (or scripts/python-test-env.sh ${sets[*]})"
     python=""
     for candidate in "${python_candidates[@]}"; do
         [[ -n "$candidate" ]] || continue
@@ -172,6 +187,9 @@ for req in sys.argv[1:]:
     print(req)
 PY
 )
+fi
+if ((${#missing[@]} > 0 && check_only)); then
+    die "$VENV lacks ${missing[*]}: run scripts/test-deps.sh (or scripts/python-test-env.sh ${sets[*]})"
 fi
 if ((${#missing[@]} > 0)); then
     log "pip: installing ${missing[*]}"

@@ -7,6 +7,8 @@
 #     can run), used by tests/tests/e2e_lab.rs: set `lab`;
 #   - jupyterhub-idle-culler (PyPI, in the cache's venv), used by the idle-culler tests: set
 #     `test`;
+#   - schemathesis (PyPI, in a venv of its own under the cache), used by scripts/api-fuzz.sh
+#     and tests/tests/api_fuzz.rs: set `fuzz`;
 #   - headless Chromium and chromedriver (Debian), used by hub/tests/browser_*.rs.
 #
 # Idempotent and non-interactive (CI=true, no stdin): safe to run before every test run.
@@ -110,3 +112,7 @@ log "jupyterlab: $lab_venv/bin/jupyter-lab ($("$lab_venv/bin/jupyter-lab" --vers
 # --- jupyterhub-idle-culler ------------------------------------------------------------------
 test_venv="$("$(dirname "$0")/python-test-env.sh" test)"
 log "jupyterhub-idle-culler: $test_venv/bin/jupyterhub-idle-culler"
+
+# --- schemathesis ----------------------------------------------------------------------------
+fuzz_venv="$("$(dirname "$0")/python-test-env.sh" fuzz)"
+log "schemathesis: $fuzz_venv/bin/schemathesis ($("$fuzz_venv/bin/schemathesis" --version </dev/null 2>/dev/null))"
