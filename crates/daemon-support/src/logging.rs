@@ -36,9 +36,13 @@ pub fn parse_level(level: &str) -> Result<tracing::Level, UnknownLevel> {
 pub fn init(level: tracing::Level, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(level.as_str().to_ascii_lowercase()));
+    // A log line that cannot be written is dropped. By default the subscriber reports that on
+    // stderr with `eprintln!`, which panics when stderr is gone too: a proxy or server whose
+    // output went to a hub that was killed would then fail every request that logs something.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout)
+        .log_internal_errors(false)
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.with_ansi(false).try_init(),
