@@ -15,7 +15,9 @@ use crate::proxy::{ProxyControl, ProxySettings};
 use crate::state::AppState;
 use crate::{app, cookie_secret, plugins, startup};
 
-/// How often the proxy's routes are reconciled when nothing asks earlier (JupyterHub: 300 s).
+/// How often the proxy's routes are reconciled at most, when nothing asks earlier
+/// (JupyterHub: every `last_activity_interval`, 300 s). A shorter `hub.last_activity_interval`
+/// checks more often.
 const SYNC_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The proxy settings of a configuration. (A missing token is generated for a managed proxy and
@@ -52,7 +54,7 @@ pub fn proxy_settings(config: &HubConfig) -> ProxySettings {
     ProxySettings {
         api,
         managed,
-        sync_interval: SYNC_INTERVAL,
+        sync_interval: config.hub.last_activity_interval.min(SYNC_INTERVAL),
     }
 }
 
@@ -66,6 +68,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    let _pid_file = match &config.hub.pid_file {
+        Some(path) => Some(PidFile::write(path)?),
+        None => None,
+    };
     let db_url = config.hub.db_url.connection_url();
     let db = Db::connect(&db_url)
         .await
@@ -103,7 +109,39 @@ pub async fn run(
     {
         tracing::warn!("stopping the proxy: {e}");
     }
-    result
+    match state.servers.fatal() {
+        Some(reason) => result.and(Err(anyhow::anyhow!(reason))),
+        None => result,
+    }
+}
+
+/// The hub's own pid file (`hub.pid_file`): written at startup, removed when the hub ends
+/// (also when its startup fails), unless another process has written its own pid there since.
+#[derive(Debug)]
+struct PidFile {
+    path: std::path::PathBuf,
+    pid: String,
+}
+
+impl PidFile {
+    fn write(path: &std::path::Path) -> anyhow::Result<Self> {
+        let pid = std::process::id().to_string();
+        std::fs::write(path, &pid)
+            .with_context(|| format!("writing the pid file {} (hub.pid_file)", path.display()))?;
+        Ok(PidFile {
+            path: path.to_owned(),
+            pid,
+        })
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.path).is_ok_and(|text| text.trim() == self.pid);
+        if ours && let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!("removing the pid file {}: {e}", self.path.display());
+        }
+    }
 }
 
 async fn serve(

@@ -402,6 +402,7 @@ async fn run_spawn(
     }
     match result {
         Ok(()) => {
+            state.servers.count_spawn(true);
             tracing::info!(server = %name, "server ready");
             progress.finish(progress::ready_event(&server_url(
                 &state, &user.name, &row.name,
@@ -425,8 +426,31 @@ async fn run_spawn(
                 now: true,
             };
             teardown.run(&state, &user, &row).await;
+            let cancelled = failure.cancelled;
             finish_stopped(&state, &user, &row, ticket, Outcome::Failed(failure)).await;
+            if !cancelled {
+                count_failure(&state);
+            }
         }
+    }
+}
+
+/// Counts a failed spawn; at `consecutive_failure_limit` failures in a row the hub shuts down
+/// with an error, so that its supervisor restarts it in a clean state.
+fn count_failure(state: &AppState) {
+    let failures = state.servers.count_spawn(false);
+    let limit = state.config.hub.consecutive_failure_limit;
+    if limit.is_reached(usize::try_from(failures).unwrap_or(usize::MAX)) {
+        let reason = format!(
+            "{failures} consecutive spawns failed (hub.consecutive_failure_limit = {}); \
+             exiting so that a supervisor can restart the hub",
+            limit.get().unwrap_or_default()
+        );
+        tracing::error!("{reason}");
+        state.servers.set_fatal(reason);
+        state
+            .shutdown
+            .request(crate::state::ShutdownRequest::default());
     }
 }
 

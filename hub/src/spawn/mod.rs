@@ -30,7 +30,7 @@ pub mod readiness;
 pub mod routes;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -299,6 +299,10 @@ pub struct Servers {
     slow_spawn_ms: AtomicU64,
     slow_stop_ms: AtomicU64,
     http: OnceLock<reqwest::Client>,
+    /// Spawns that failed since the last one that succeeded (`consecutive_failure_limit`).
+    consecutive_failures: AtomicU32,
+    /// Why the hub must exit, once something decided it must.
+    fatal: Mutex<Option<String>>,
 }
 
 impl Default for Servers {
@@ -309,6 +313,8 @@ impl Default for Servers {
             slow_spawn_ms: AtomicU64::new(duration_ms(SLOW_SPAWN_TIMEOUT)),
             slow_stop_ms: AtomicU64::new(duration_ms(SLOW_STOP_TIMEOUT)),
             http: OnceLock::new(),
+            consecutive_failures: AtomicU32::new(0),
+            fatal: Mutex::new(None),
         }
     }
 }
@@ -350,6 +356,35 @@ impl Servers {
     /// The HTTP client of readiness checks.
     pub fn http(&self) -> &reqwest::Client {
         self.http.get_or_init(readiness::http_client)
+    }
+
+    /// Counts a finished spawn for `consecutive_failure_limit`: a success resets the count, a
+    /// failure adds one. Returns the failures in a row so far.
+    pub fn count_spawn(&self, succeeded: bool) -> u32 {
+        if succeeded {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            0
+        } else {
+            self.consecutive_failures
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1)
+        }
+    }
+
+    /// Records why the hub must exit with an error (the first reason wins).
+    pub fn set_fatal(&self, reason: impl Into<String>) {
+        let mut fatal = self.fatal.lock().unwrap_or_else(PoisonError::into_inner);
+        if fatal.is_none() {
+            *fatal = Some(reason.into());
+        }
+    }
+
+    /// Why the hub must exit with an error, when something decided it must.
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Spawns in flight in this hub.
@@ -570,6 +605,19 @@ mod tests {
         // The limit does not count the lost spawn.
         let ok = servers.begin(9, Pending::Spawn, Limit::at_most(1), None);
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn consecutive_failures_reset_on_success() {
+        let servers = Servers::default();
+        assert_eq!(servers.count_spawn(false), 1);
+        assert_eq!(servers.count_spawn(false), 2);
+        assert_eq!(servers.count_spawn(true), 0);
+        assert_eq!(servers.count_spawn(false), 1);
+        assert_eq!(servers.fatal(), None);
+        servers.set_fatal("first");
+        servers.set_fatal("second");
+        assert_eq!(servers.fatal().as_deref(), Some("first"));
     }
 
     #[test]
