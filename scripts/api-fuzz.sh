@@ -22,7 +22,7 @@
 #                          $CARGO_TARGET_DIR, built here unless --no-setup)
 #   HUB_BIN, CHP_PROXY_BIN the binaries themselves, overriding JHRS_BIN_DIR (as in the
 #                          workspace tests)
-#   JHRS_FUZZ_EXAMPLES     test cases per operation and phase (default 25)
+#   JHRS_FUZZ_EXAMPLES     test cases per operation and phase (default 50)
 #   JHRS_FUZZ_SEED         schemathesis seed (default: a fixed one, so runs repeat)
 #   JHRS_FUZZ_REPORT_DIR   keep schemathesis' JUnit report and the hub's log here
 #   CARGO_TARGET_DIR       where cargo builds (default: target/ in the repository)
@@ -43,7 +43,7 @@ while (($# > 0)); do
 done
 extra_args=("$@")
 
-examples="${JHRS_FUZZ_EXAMPLES:-25}"
+examples="${JHRS_FUZZ_EXAMPLES:-50}"
 seed="${JHRS_FUZZ_SEED:-20260101}"
 
 # --- schemathesis ----------------------------------------------------------------------------
@@ -152,6 +152,35 @@ for _ in $(seq 300); do
     sleep 0.1
 done
 ((ready)) || { tail -n 30 "$work/hub.log" >&2; die "the hub did not answer within 30 seconds"; }
+
+# --- data to find -----------------------------------------------------------------------------
+# Resources whose names api-fuzz.toml offers the fuzzer (beside made-up ones), so that
+# operations on existing users, groups, servers, shares and tokens get past their 404.
+"$python" - "$base" "$token" <<'PY' || die "could not create the fuzzer's test data"
+import json, sys, urllib.request
+
+base, token = sys.argv[1], sys.argv[2]
+
+def call(method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method)
+    req.add_header("Authorization", f"token {token}")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=20) as resp:
+        text = resp.read()
+        return json.loads(text) if text.strip() else None
+
+call("POST", "/users", {"usernames": ["fuzz-alice", "fuzz-bob"]})
+call("POST", "/groups/fuzz-group", {"users": ["fuzz-alice", "fuzz-bob"]})
+call("PUT", "/users/fuzz-alice/servers/lab", {})
+call("PUT", "/users/fuzz-bob/servers/lab", {})
+call("POST", "/shares/fuzz-alice/lab", {"user": "fuzz-bob"})
+call("POST", "/shares/fuzz-alice/lab", {"group": "fuzz-group"})
+call("POST", "/share-codes/fuzz-alice/lab", {})
+for user in ("fuzz-alice", "fuzz-bob"):
+    call("POST", f"/users/{user}/tokens", {"note": "fuzz"})
+call("POST", "/services/fuzz-runtime", {"url": "http://127.0.0.1:9"})
+PY
 
 # --- schemathesis ----------------------------------------------------------------------------
 report_args=()
