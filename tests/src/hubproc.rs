@@ -180,8 +180,10 @@ impl Hub {
         let notebooks = tempfile::Builder::new().prefix("jhrs-e2e-nb-").tempdir()?;
         // Servers run as their users' accounts and must reach their directories.
         std::fs::set_permissions(notebooks.path(), std::fs::Permissions::from_mode(0o755))?;
+        // Without a server command of its own the base configuration needs no venv.
         let venv = match &options.venv {
             Some(venv) => venv.clone(),
+            None if options.default_server_cmd => PathBuf::from("/nonexistent-venv"),
             None => crate::bins::singleuser_venv(),
         };
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -384,6 +386,36 @@ default_url = "/files/hello.txt"
             }
             if let Err(e) = deadline.tick().await {
                 let _ = killpg(pid, Signal::SIGKILL);
+                let _ = child.wait();
+                bail!("{e}; killed it\n{}", self.log_tail(60));
+            }
+        }
+    }
+
+    /// Kills the hub process with SIGKILL (nothing it started is touched) and reaps it.
+    ///
+    /// # Errors
+    /// When it is not running.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        let mut child = self.child.take().context("the hub is not running")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Waits (up to `within`) for the hub to exit by itself; returns its exit status.
+    ///
+    /// # Errors
+    /// When it is not running, or still runs at the deadline (it is then killed).
+    pub async fn wait_exit(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().context("the hub is not running")?;
+        let deadline = Deadline::new("the hub to exit by itself", within);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if let Err(e) = deadline.tick().await {
+                let _ = child.kill();
                 let _ = child.wait();
                 bail!("{e}; killed it\n{}", self.log_tail(60));
             }
