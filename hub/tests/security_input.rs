@@ -240,7 +240,7 @@ hub_test!(
 );
 
 fn percent_encode(name: &str) -> String {
-    url::form_urlencoded::byte_serialize(name.as_bytes())
+    form_urlencoded::byte_serialize(name.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
 }
