@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use serde_json::{Map, Value};
 
-use super::{Page, PageRequest, expect_one, lower};
+use super::{IdFilter, Page, PageRequest, expect_one, lower};
 use crate::db::connection::DbConnection;
 use crate::db::json::{JsonText, to_json};
 use crate::db::schema::{groups, user_group_map, users};
@@ -280,12 +280,21 @@ pub fn names_by_user(
     conn: &mut DbConnection,
     user_ids: &[i32],
 ) -> QueryResult<HashMap<i32, Vec<String>>> {
-    let pairs: Vec<(i32, String)> = user_group_map::table
+    let ids = IdFilter::new(user_ids);
+    let all = user_group_map::table
         .inner_join(groups::table)
-        .filter(user_group_map::user_id.eq_any(user_ids.to_vec()))
         .order((user_group_map::user_id.asc(), groups::name.asc()))
-        .select((user_group_map::user_id, groups::name))
-        .load(conn)?;
+        .select((user_group_map::user_id, groups::name));
+    let mut pairs: Vec<(i32, String)> = match &ids {
+        IdFilter::Empty => return Ok(HashMap::new()),
+        IdFilter::Range { lo, hi, .. } => all
+            .filter(user_group_map::user_id.between(*lo, *hi))
+            .load(conn)?,
+        IdFilter::List(list) => all
+            .filter(user_group_map::user_id.eq_any(list.clone()))
+            .load(conn)?,
+    };
+    pairs.retain(|(id, _)| ids.keeps(*id));
     Ok(group_pairs(pairs))
 }
 

@@ -28,6 +28,52 @@ diesel::define_sql_function! {
     fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text;
 }
 
+/// The ids of a page of rows, for loading the rows related to them.
+///
+/// A page's ids usually lie close together (lists are sorted by id unless asked otherwise), so
+/// related rows are read with `BETWEEN lowest AND highest`: one statement whose shape does not
+/// depend on the page, which the connection keeps prepared, where an `IN` list of a page's
+/// ids is parsed and planned again on every call. Rows of ids inside the range but not on the
+/// page are dropped with [`IdFilter::keeps`]. Scattered ids would read too many rows that way
+/// and go out as an `IN` list instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum IdFilter {
+    /// No ids: nothing to load.
+    Empty,
+    /// `lo..=hi`, and which ids of the range are wanted (`wanted[id - lo]`).
+    Range { lo: i32, hi: i32, wanted: Vec<bool> },
+    /// Scattered ids.
+    List(Vec<i32>),
+}
+
+impl IdFilter {
+    pub(crate) fn new(ids: &[i32]) -> IdFilter {
+        let (Some(&lo), Some(&hi)) = (ids.iter().min(), ids.iter().max()) else {
+            return IdFilter::Empty;
+        };
+        let span = usize::try_from(i64::from(hi) - i64::from(lo) + 1).unwrap_or(usize::MAX);
+        if span > ids.len().saturating_mul(2).saturating_add(32) {
+            return IdFilter::List(ids.to_vec());
+        }
+        let mut wanted = vec![false; span];
+        for &id in ids {
+            wanted[(i64::from(id) - i64::from(lo)) as usize] = true;
+        }
+        IdFilter::Range { lo, hi, wanted }
+    }
+
+    /// Whether rows of `id` belong to the page.
+    pub(crate) fn keeps(&self, id: i32) -> bool {
+        match self {
+            IdFilter::Empty => false,
+            IdFilter::Range { lo, hi, wanted } => {
+                (*lo..=*hi).contains(&id) && wanted[(i64::from(id) - i64::from(*lo)) as usize]
+            }
+            IdFilter::List(ids) => ids.contains(&id),
+        }
+    }
+}
+
 /// One page of a longer list, plus the size of the whole list (before offset and limit).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
@@ -88,5 +134,35 @@ pub(crate) fn expect_one(affected: usize) -> QueryResult<()> {
         Err(diesel::result::Error::NotFound)
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod id_filter_tests {
+    use super::IdFilter;
+
+    #[test]
+    fn close_ids_become_a_range_that_keeps_only_the_page() {
+        let f = IdFilter::new(&[7, 5, 9]);
+        assert!(matches!(f, IdFilter::Range { lo: 5, hi: 9, .. }));
+        let kept: Vec<i32> = (0..12).filter(|&id| f.keeps(id)).collect();
+        assert_eq!(kept, [5, 7, 9]);
+    }
+
+    #[test]
+    fn scattered_ids_stay_a_list() {
+        let f = IdFilter::new(&[1, 1_000_000]);
+        assert_eq!(f, IdFilter::List(vec![1, 1_000_000]));
+        assert!(f.keeps(1) && f.keeps(1_000_000) && !f.keeps(2));
+    }
+
+    #[test]
+    fn extreme_and_empty_ids() {
+        assert_eq!(IdFilter::new(&[]), IdFilter::Empty);
+        assert!(!IdFilter::new(&[]).keeps(0));
+        let f = IdFilter::new(&[i32::MIN, i32::MAX]);
+        assert!(matches!(f, IdFilter::List(_)));
+        let f = IdFilter::new(&[i32::MAX - 1, i32::MAX]);
+        assert!(f.keeps(i32::MAX) && f.keeps(i32::MAX - 1) && !f.keeps(i32::MAX - 2));
     }
 }

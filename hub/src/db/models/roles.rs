@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use diesel::prelude::*;
 
-use super::expect_one;
 use super::groups::group_pairs;
+use super::{IdFilter, expect_one};
 use crate::db::connection::DbConnection;
 use crate::db::json::{JsonText, to_json};
 use crate::db::schema::{group_role_map, roles, service_role_map, user_group_map, user_role_map};
@@ -283,12 +283,21 @@ pub fn names_by_user(
     conn: &mut DbConnection,
     user_ids: &[i32],
 ) -> QueryResult<HashMap<i32, Vec<String>>> {
-    let pairs: Vec<(i32, String)> = user_role_map::table
+    let ids = IdFilter::new(user_ids);
+    let all = user_role_map::table
         .inner_join(roles::table)
-        .filter(user_role_map::user_id.eq_any(user_ids.to_vec()))
         .order((user_role_map::user_id.asc(), roles::name.asc()))
-        .select((user_role_map::user_id, roles::name))
-        .load(conn)?;
+        .select((user_role_map::user_id, roles::name));
+    let mut pairs: Vec<(i32, String)> = match &ids {
+        IdFilter::Empty => return Ok(HashMap::new()),
+        IdFilter::Range { lo, hi, .. } => all
+            .filter(user_role_map::user_id.between(*lo, *hi))
+            .load(conn)?,
+        IdFilter::List(list) => all
+            .filter(user_role_map::user_id.eq_any(list.clone()))
+            .load(conn)?,
+    };
+    pairs.retain(|(id, _)| ids.keeps(*id));
     Ok(group_pairs(pairs))
 }
 

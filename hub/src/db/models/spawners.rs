@@ -25,7 +25,7 @@ use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Text;
 use serde_json::{Map, Value};
 
-use super::expect_one;
+use super::{IdFilter, expect_one};
 use crate::db::connection::DbConnection;
 use crate::db::json::{JsonText, to_json};
 use crate::db::schema::{spawners, users};
@@ -282,11 +282,21 @@ pub fn list_for_user(conn: &mut DbConnection, user_id: i32) -> QueryResult<Vec<S
 /// All servers of several users (for building user models of a page in one query), ordered by
 /// user then name.
 pub fn list_for_users(conn: &mut DbConnection, user_ids: &[i32]) -> QueryResult<Vec<Spawner>> {
-    spawners::table
-        .filter(spawners::user_id.eq_any(user_ids.to_vec()))
+    let ids = IdFilter::new(user_ids);
+    let all = spawners::table
         .order((spawners::user_id.asc(), spawners::name.asc()))
-        .select(Spawner::as_select())
-        .load(conn)
+        .select(Spawner::as_select());
+    let mut rows: Vec<Spawner> = match &ids {
+        IdFilter::Empty => return Ok(Vec::new()),
+        IdFilter::Range { lo, hi, .. } => {
+            all.filter(spawners::user_id.between(*lo, *hi)).load(conn)?
+        }
+        IdFilter::List(list) => all
+            .filter(spawners::user_id.eq_any(list.clone()))
+            .load(conn)?,
+    };
+    rows.retain(|s| ids.keeps(s.user_id));
+    Ok(rows)
 }
 
 /// Servers in any of `phases`, oldest phase change first: what a restarted hub must resume.

@@ -270,6 +270,9 @@ fn filtered(query: &UserQuery) -> users::BoxedQuery<'static, MultiBackend> {
 
 /// Lists users with JupyterHub's filters, sort and pagination; `total` counts all matches.
 pub fn list(conn: &mut DbConnection, query: &UserQuery) -> QueryResult<Page<User>> {
+    if query.name_filter.is_none() && query.state.is_none() && query.only.is_none() {
+        return list_unfiltered(conn, query.page, query.sort);
+    }
     let total = filtered(query).count().get_result(conn)?;
     let q = filtered(query);
     let q = match (query.sort.key, query.sort.descending) {
@@ -294,6 +297,60 @@ pub fn list(conn: &mut DbConnection, query: &UserQuery) -> QueryResult<Page<User
         .limit(query.page.limit())
         .select(User::as_select())
         .load(conn)?;
+    Ok(Page { items, total })
+}
+
+/// [`list`] without filters, the common case (every page of `GET /users` for an admin or a
+/// service): statements of fixed shape, which the connection keeps prepared, where the boxed
+/// query of the filtered case is built and planned again on every call. Same order as [`list`].
+fn list_unfiltered(
+    conn: &mut DbConnection,
+    page: PageRequest,
+    sort: UserSort,
+) -> QueryResult<Page<User>> {
+    let total = users::table.count().get_result(conn)?;
+    let (offset, limit) = (page.offset(), page.limit());
+    let all = users::table.select(User::as_select());
+    let items = match (sort.key, sort.descending) {
+        (UserSortKey::Id, false) => all
+            .order(users::id.asc())
+            .offset(offset)
+            .limit(limit)
+            .load(conn)?,
+        (UserSortKey::Id, true) => all
+            .order(users::id.desc())
+            .offset(offset)
+            .limit(limit)
+            .load(conn)?,
+        (UserSortKey::Name, false) => all
+            .order((users::name.asc(), users::id.asc()))
+            .offset(offset)
+            .limit(limit)
+            .load(conn)?,
+        (UserSortKey::Name, true) => all
+            .order((users::name.desc(), users::id.desc()))
+            .offset(offset)
+            .limit(limit)
+            .load(conn)?,
+        (UserSortKey::LastActivity, false) => all
+            .order((
+                users::last_activity.is_not_null().asc(),
+                users::last_activity.asc(),
+                users::id.asc(),
+            ))
+            .offset(offset)
+            .limit(limit)
+            .load(conn)?,
+        (UserSortKey::LastActivity, true) => all
+            .order((
+                users::last_activity.is_null().asc(),
+                users::last_activity.desc(),
+                users::id.desc(),
+            ))
+            .offset(offset)
+            .limit(limit)
+            .load(conn)?,
+    };
     Ok(Page { items, total })
 }
 
