@@ -41,27 +41,35 @@ pub fn iso(ts: Option<NaiveDateTime>) -> Value {
 /// list endpoints format thousands of these per request, and `strftime` parsing dominated.
 pub fn iso_text(t: NaiveDateTime) -> String {
     use chrono::{Datelike, Timelike};
-    use std::fmt::Write;
+    /// Appends `value` as exactly `width` decimal digits (callers pass values that fit).
+    fn digits(out: &mut String, value: u32, width: u32) {
+        for place in (0..width).rev() {
+            let digit = value / 10u32.pow(place) % 10;
+            out.push(char::from(b'0' + digit as u8));
+        }
+    }
     let mut out = String::with_capacity(27);
     let year = t.year();
-    let micros = t.and_utc().timestamp_subsec_micros();
     // Years outside 0..=9999 cannot be stored by the hub; keep them readable anyway.
-    let _ = if (0..=9999).contains(&year) {
-        write!(out, "{year:04}")
-    } else {
-        write!(out, "{year:+}")
-    };
-    let _ = write!(
-        out,
-        "-{:02}-{:02}T{:02}:{:02}:{:02}",
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
+    match u32::try_from(year) {
+        Ok(y) if y <= 9999 => digits(&mut out, y, 4),
+        _ => out.push_str(&format!("{year:+}")),
+    }
+    for (sep, value) in [
+        ('-', t.month()),
+        ('-', t.day()),
+        ('T', t.hour()),
+        (':', t.minute()),
+        (':', t.second()),
+    ] {
+        out.push(sep);
+        digits(&mut out, value, 2);
+    }
+    // A leap second's fraction runs past one second; JupyterHub never writes those.
+    let micros = t.and_utc().timestamp_subsec_micros().min(999_999);
     if micros != 0 {
-        let _ = write!(out, ".{micros:06}");
+        out.push('.');
+        digits(&mut out, micros, 6);
     }
     out.push('Z');
     out
