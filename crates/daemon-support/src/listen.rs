@@ -18,7 +18,7 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpSocket, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
@@ -37,7 +37,22 @@ impl Listener {
     /// # Errors
     /// When the address is taken or not permitted.
     pub async fn bind_tcp(addr: SocketAddr) -> std::io::Result<Self> {
-        Ok(Self::Tcp(TcpListener::bind(addr).await?))
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        Ok(Self::Tcp(socket.listen(LISTEN_BACKLOG)?))
+    }
+
+    /// A TCP listener bound elsewhere, with its accept queue raised to [`LISTEN_BACKLOG`].
+    ///
+    /// # Errors
+    /// When the socket cannot be listened on again.
+    pub fn from_tcp(listener: TcpListener) -> std::io::Result<Self> {
+        Ok(Self::Tcp(with_backlog(listener, LISTEN_BACKLOG)?))
     }
 
     /// Binds a unix socket, replacing a stale socket file left by a previous run.
@@ -79,6 +94,23 @@ impl Drop for Listener {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Connections the kernel queues for a listener until it accepts them. The Rust and tokio
+/// default (128) overflows when a burst of clients connects faster than the accept loop
+/// takes them; they then wait for a SYN retransmission (1 s and more).
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// `listener` with an accept queue of `backlog` connections (`listen(2)` again on the same
+/// socket, which Linux and the BSDs allow; the queued connections stay).
+///
+/// # Errors
+/// When the socket cannot be listened on again.
+pub fn with_backlog(listener: TcpListener, backlog: u32) -> std::io::Result<TcpListener> {
+    // A listening socket as a stream only to reach `TcpSocket::listen`; nothing else is
+    // done with it.
+    let fd = std::os::fd::OwnedFd::from(listener.into_std()?);
+    TcpSocket::from_std_stream(std::net::TcpStream::from(fd)).listen(backlog)
 }
 
 /// What a service knows about the connection it serves.
@@ -243,6 +275,9 @@ fn http1_builder(options: &HttpOptions) -> hyper::server::conn::http1::Builder {
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_timeout)
+        // The read buffer may take in more than its limit in one read, so a head a little
+        // over the limit could still parse; the head's own limit is exact.
+        .max_header_size(options.max_header_size)
         .max_buf_size(options.max_header_size.max(8192))
         .keep_alive(true);
     builder
