@@ -77,16 +77,21 @@ async fn options_ok(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves.
+/// Serves `state` on `listener` until `shutdown` resolves, with the limits of `[hub]
+/// http_header_timeout` and `http_body_timeout` (see [`crate::http::serve`]).
 ///
 /// # Errors
-/// When the listener fails.
+/// When the listener cannot be set up (accept errors are logged and retried).
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let requested = state.clone();
+    let limits = crate::http::ServerLimits {
+        header_timeout: state.config.hub.http_header_timeout,
+        body_timeout: state.config.hub.http_body_timeout,
+    };
     let app = router(state);
     // Ends on the caller's signal or on `POST /hub/api/shutdown`.
     let shutdown = async move {
@@ -95,7 +100,5 @@ pub async fn serve(
             _ = requested.shutdown.wait() => {}
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::http::serve(app, listener, limits, shutdown).await
 }

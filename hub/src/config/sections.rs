@@ -53,6 +53,16 @@ config_section! {
         /// Full URL of the hub's own HTTP server (scheme, IP address and port); overrides
         /// `hub_ip` and `hub_port`.
         pub hub_bind_url: Option<HttpUrl> = None,
+        /// Seconds a client of the hub's own HTTP server may take to send a request's headers;
+        /// also how long an idle keep-alive connection stays open. Slower clients are
+        /// disconnected, so that connections trickling headers (slowloris) cannot pile up. Keep
+        /// it above 30, the idle time after which the proxy and single-user servers drop
+        /// their pooled connections to the hub.
+        pub http_header_timeout: Duration = Duration::from_secs(60),
+        /// Seconds a client of the hub's own HTTP server may take to send a whole request
+        /// body, counted from the end of its headers. A slower body is refused (400) and the
+        /// connection closed.
+        pub http_body_timeout: Duration = Duration::from_secs(60),
         /// URL at which the proxy, single-user servers and services reach the hub, when the
         /// address it listens on is not reachable from them (containers, other hosts). Without
         /// a path, `{base_url}hub/` is added. Default: derived from where the hub listens.
