@@ -108,6 +108,10 @@ impl HubClient {
             .no_proxy()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            // Below the hub's keep-alive limit (`[hub] http_header_timeout`, 60 s by
+            // default), so the shim drops an idle connection before the hub does and never
+            // sends a request into one the hub is closing.
+            .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("singleuser-auth-shim/", env!("CARGO_PKG_VERSION")));
         if let Some(tls) = &settings.client_tls {
             builder = builder.tls_backend_preconfigured(tls.build()?);
