@@ -190,6 +190,8 @@ fi
 log "schemathesis $("$schemathesis" --version 2>/dev/null | awk '{print $NF}'), $examples examples per operation, seed $seed"
 started=$SECONDS
 status=0
+# One worker: schemathesis' generation in several threads at once occasionally trips over
+# CPython 3.11 ("AST constructor recursion depth mismatch"), a failure of the tool, not the hub.
 (
     cd "$work"
     CI=true SCHEMATHESIS_HOOKS="" "$schemathesis" --no-color \
@@ -201,7 +203,7 @@ status=0
         --phases examples,coverage,fuzzing \
         --max-examples "$examples" \
         --seed "$seed" \
-        --workers 2 \
+        --workers 1 \
         --generation-database none \
         --request-timeout 20 \
         --exclude-name "POST /shutdown" \
