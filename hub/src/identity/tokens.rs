@@ -145,13 +145,64 @@ impl HashedToken {
 
     /// Whether `token` hashes to this value. The comparison is constant-time; its cost grows with
     /// `rounds`, so callers refuse over-long tokens first ([`is_candidate`]).
+    ///
+    /// A match of a many-round hash is remembered (see [`VerifiedHashes`]), so a client using a
+    /// user-provided token pays for the rounds once, not on every request.
     pub fn verify(&self, token: &str) -> bool {
         let mut expected = [0u8; 64];
         if hex::decode_to_slice(&self.digest, &mut expected).is_err() {
             return false;
         }
+        let remembered = (self.rounds > GENERATED_ROUNDS).then(|| VerifiedHashes::key(self, token));
+        if let Some(key) = &remembered
+            && VERIFIED.contains(key)
+        {
+            return true;
+        }
         let actual = digest(token, &self.salt, self.rounds);
-        bool::from(actual.as_slice().ct_eq(&expected))
+        let matches = bool::from(actual.as_slice().ct_eq(&expected));
+        if matches && let Some(key) = remembered {
+            VERIFIED.insert(key);
+        }
+        matches
+    }
+}
+
+/// Matches of many-round hashes already computed in this process, as SHA-256 digests of
+/// (stored hash, token): a fact that never changes, so no change to the database can make an
+/// entry wrong (a revoked token's row is gone, and lookups start from the rows). Neither tokens
+/// nor anything that could be checked faster than the stored hash is kept: finding a token
+/// from an entry costs a SHA-256 preimage. Only matches are kept, so failed guesses always pay
+/// the full rounds. Bounded: emptied when it would grow past [`VerifiedHashes::MAX`].
+struct VerifiedHashes(std::sync::Mutex<std::collections::HashSet<[u8; 32]>>);
+
+static VERIFIED: std::sync::LazyLock<VerifiedHashes> =
+    std::sync::LazyLock::new(|| VerifiedHashes(std::sync::Mutex::default()));
+
+impl VerifiedHashes {
+    const MAX: usize = 4096;
+
+    fn key(hash: &HashedToken, token: &str) -> [u8; 32] {
+        let mut h = sha2::Sha256::new();
+        for part in [hash.salt.as_str(), hash.digest.as_str(), token] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        h.update(hash.rounds.to_le_bytes());
+        h.finalize().into()
+    }
+
+    fn contains(&self, key: &[u8; 32]) -> bool {
+        self.0.lock().is_ok_and(|set| set.contains(key))
+    }
+
+    fn insert(&self, key: [u8; 32]) {
+        if let Ok(mut set) = self.0.lock() {
+            if set.len() >= Self::MAX {
+                set.clear();
+            }
+            set.insert(key);
+        }
     }
 }
 

@@ -207,3 +207,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn remembered_matches_never_let_another_token_or_hash_through() {
+    let hash = HashedToken::new("a-user-provided-secret", USER_PROVIDED_ROUNDS);
+    assert!(hash.verify("a-user-provided-secret"));
+    // Second time from the remembered match: same answer.
+    assert!(hash.verify("a-user-provided-secret"));
+    assert!(!hash.verify("a-user-provided-secreT"));
+    assert!(!hash.verify(""));
+    // The same token under another salt is a different stored hash, checked on its own.
+    let other = HashedToken::new("another-secret", USER_PROVIDED_ROUNDS);
+    assert!(!other.verify("a-user-provided-secret"));
+    let tampered: HashedToken = format!(
+        "sha512:{USER_PROVIDED_ROUNDS}:{}:{}",
+        hash.salt(),
+        "0".repeat(128)
+    )
+    .parse()
+    .unwrap();
+    assert!(!tampered.verify("a-user-provided-secret"));
+}
