@@ -1281,3 +1281,260 @@ async fn stop_start_races_and_a_stubborn_server() -> TestResult {
     hub.done();
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// 84, 85, 87: refusals at startup.
+// ---------------------------------------------------------------------------------------------
+
+/// Runs the hub binary in `dir` with `config` (TOML) and `env` until it exits (at most
+/// `within`); returns whether it succeeded, its output, and how long it ran.
+fn run_hub_to_exit(
+    dir: &Path,
+    config: &str,
+    env: &[(&str, &str)],
+    within: Duration,
+) -> anyhow::Result<(bool, String, Duration)> {
+    let path = dir.join("jupyterhub_config.toml");
+    std::fs::write(&path, config)?;
+    let out_path = dir.join("hub.out");
+    let out = std::fs::File::create(&out_path)?;
+    let began = Instant::now();
+    let mut child = Command::new(bins::hub())
+        .arg("--config")
+        .arg(&path)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()?;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if began.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the hub still runs after {within:?}:\n{}",
+                std::fs::read_to_string(&out_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Ok((
+        status.success(),
+        std::fs::read_to_string(&out_path)?,
+        began.elapsed(),
+    ))
+}
+
+/// A startup case: what, the configuration, the environment, words the output must have.
+type StartupCase<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+
+/// A minimal configuration on free ports, with the managed `chp-proxy`.
+fn minimal_config(extra: &str) -> String {
+    format!(
+        r#"
+[hub]
+bind_url = "http://127.0.0.1:{public}"
+hub_ip = "127.0.0.1"
+hub_port = {hub}
+
+[proxy]
+command = [{chp:?}]
+api_url = "http://127.0.0.1:{api}"
+auth_token = "startup-test-token-{suffix}"
+
+[authenticator]
+class = "dummy"
+{extra}
+"#,
+        public = workspace_tests::free_port(),
+        hub = workspace_tests::free_port(),
+        api = workspace_tests::free_port(),
+        chp = bins::chp_proxy().display().to_string(),
+        suffix = random_suffix(),
+    )
+}
+
+/// Bad files and settings stop the hub at startup with a clear message and a non-zero exit,
+/// before it serves anything and without leaving a proxy behind: a world-readable cookie
+/// secret file, a cookie secret in the environment that is not hex, an unknown setting, an
+/// invalid value, a database from a newer hub, and a proxy whose API cannot be reached
+/// (bounded retries, then a fatal error).
+#[tokio::test]
+async fn bad_startup_conditions_are_refused_clearly() -> TestResult {
+    let within = Duration::from_secs(40);
+    let cases: Vec<StartupCase<'_>> = vec![
+        (
+            "cookie secret file mode 0644",
+            minimal_config(""),
+            vec![],
+            vec!["jupyterhub_cookie_secret"],
+        ),
+        (
+            "cookie secret in the environment that is not hex",
+            minimal_config(""),
+            vec![("JUPYTERHUB_COOKIE_SECRET", "not-hex-at-all")],
+            vec!["JUPYTERHUB_COOKIE_SECRET"],
+        ),
+        (
+            "an unknown setting",
+            minimal_config("[spawner]\nno_such_setting = 1\n"),
+            vec![],
+            vec!["no_such_setting"],
+        ),
+        (
+            "an invalid value",
+            minimal_config("[spawner]\npoll_interval = \"often\"\n"),
+            vec![],
+            vec!["poll_interval"],
+        ),
+        (
+            "a database from a newer hub",
+            minimal_config(""),
+            vec![],
+            vec!["newer"],
+        ),
+        (
+            "an external proxy whose API cannot be reached",
+            minimal_config("").replace("[proxy]\n", "[proxy]\nshould_start = false\n"),
+            vec![],
+            vec!["proxy API", "gave up after"],
+        ),
+    ];
+    for (what, config, env, expect) in cases {
+        let dir = tempfile::Builder::new()
+            .prefix("jhrs-fault-start-")
+            .tempdir()?;
+        match what {
+            "cookie secret file mode 0644" => {
+                let file = dir.path().join("jupyterhub_cookie_secret");
+                std::fs::write(&file, "ab".repeat(32))?;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
+            }
+            "a database from a newer hub" => {
+                // upgrade-db makes the database; then a version this hub does not know.
+                let config_path = dir.path().join("jupyterhub_config.toml");
+                std::fs::write(&config_path, &config)?;
+                let made = Command::new(bins::hub())
+                    .arg("--config")
+                    .arg(&config_path)
+                    .arg("upgrade-db")
+                    .current_dir(dir.path())
+                    .output()?;
+                ensure!(made.status.success(), "upgrade-db: {made:?}");
+                let db = dir.path().join("jupyterhub.sqlite");
+                sql(
+                    &db,
+                    "INSERT INTO __diesel_schema_migrations (version) VALUES ('29990101000000')",
+                    &json!([]),
+                )?;
+            }
+            _ => {}
+        }
+        let (ok, out, took) = run_hub_to_exit(dir.path(), &config, &env, within)?;
+        ensure!(!ok, "{what}: the hub started:\n{out}");
+        for word in &expect {
+            ensure!(
+                out.contains(word),
+                "{what}: the output does not name {word:?}:\n{out}"
+            );
+        }
+        ensure!(
+            !out.contains("panicked") && !out.contains("is running at"),
+            "{what}: not a clean refusal:\n{out}"
+        );
+        eprintln!(
+            "{what}: refused after {took:?}: {}",
+            out.lines().last().unwrap_or("")
+        );
+        // Nothing it started is left: no proxy pid file, no process with its files.
+        ensure!(
+            !dir.path().join("jupyterhub-proxy.pid").exists(),
+            "{what}: a proxy pid file is left"
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 82: the SQLite file locked by another process.
+// ---------------------------------------------------------------------------------------------
+
+/// Another process holds the hub's SQLite database locked (`BEGIN EXCLUSIVE`) for longer than
+/// the hub's busy timeout (5 s): writes get a clean 5xx JSON answer (no partial token), reads
+/// keep working or fail as cleanly, and once the lock is released everything works again.
+#[tokio::test]
+async fn sqlite_locked_by_another_process() -> TestResult {
+    let mut people = People::new();
+    let alice = people.person("lock")?;
+    let kit = Kit::new()?;
+    let mut hub = hub_for(&people, HubOptions::default(), &kit.direct_cmd(), "").await?;
+    let db = hub.run_dir().join("jupyterhub.sqlite");
+    let count_tokens = || -> anyhow::Result<i64> {
+        let rows = sql(&db, "SELECT count(*) FROM api_tokens", &json!([]))?;
+        Ok(rows[0][0].as_i64().unwrap_or(-1))
+    };
+    let tokens_before = count_tokens()?;
+    let mut locker = Command::new(PYTHON)
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             db = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             db.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             sys.stdin.readline()\n\
+             db.execute('ROLLBACK')\n",
+        )
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(locker.stdout.take().context("stdout")?),
+        &mut line,
+    )?;
+    ensure!(line.trim() == "locked", "the locker said {line:?}");
+    let began = Instant::now();
+    let (status, body) = hub
+        .admin(
+            Method::POST,
+            &format!("/users/{alice}/tokens"),
+            Some(&json!({"note": "while locked"})),
+        )
+        .await?;
+    let took = began.elapsed();
+    // Release the lock.
+    drop(locker.stdin.take());
+    let _ = locker.wait();
+    ensure!(
+        status.is_server_error() && body.is_object() && body["status"] == status.as_u16(),
+        "a token while the database is locked: {status} {body} after {took:?}"
+    );
+    let text = body.to_string();
+    ensure!(
+        !text.contains("diesel") && !text.contains("Traceback") && !text.contains("src/"),
+        "internals in the answer: {text}"
+    );
+    ensure!(count_tokens()? == tokens_before, "a token row was written");
+    // Recovered: the same request works, the new token works.
+    let token = hub.token_for(&alice).await?;
+    let (status, body) = hub.api(Method::GET, "/user", Some(&token), None).await?;
+    ensure!(
+        status == StatusCode::OK && body["name"] == alice,
+        "{status} {body}"
+    );
+    ensure!(
+        count_tokens()? == tokens_before + 1,
+        "token rows after recovery"
+    );
+    start_server(&hub, &alice).await?;
+    eprintln!("the locked write was refused after {took:?}");
+    hub.done();
+    Ok(())
+}
