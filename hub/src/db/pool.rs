@@ -129,13 +129,16 @@ fn sqlite_multithread() {
     });
 }
 
-/// Builds the pool. One connection is opened first, outside the pool, so a wrong URL, an
-/// unwritable SQLite path or a server that is down fails at once with its real error instead of
-/// r2d2's retry-until-timeout.
+/// Builds the pool. One connection is opened and set up first, outside the pool, so a wrong
+/// URL, an unwritable SQLite path, a full disk (the WAL switch writes) or a server that is down
+/// fails at once with its real error instead of r2d2's retry-until-timeout.
 pub fn build(target: DbTarget, options: &DbOptions) -> Result<Pool<Manager>, DbError> {
     let manager = Manager { target };
     if !matches!(manager.target, DbTarget::SqliteMemory) {
-        drop(manager.connect().map_err(manager_error)?);
+        let mut first = manager.connect().map_err(manager_error)?;
+        SqlitePragmas
+            .on_acquire(&mut first)
+            .map_err(manager_error)?;
     }
     let target = &manager.target;
     let memory = matches!(target, DbTarget::SqliteMemory);
