@@ -73,12 +73,29 @@ pub async fn run(
         None => None,
     };
     let db_url = config.hub.db_url.connection_url();
+    // Pending migrations are applied at startup (JupyterHub refuses and asks for
+    // `upgrade-db`), after the same backup `upgrade-db` writes of an existing SQLite file.
+    let existing_file =
+        crate::db::existing_sqlite_file(&db_url).context("database (hub.db_url)")?;
     let db = Db::connect(&db_url)
         .await
         .context("database (hub.db_url)")?;
-    let applied = db.migrate().await.context("database migrations")?;
-    if !applied.is_empty() {
-        tracing::info!("applied database migrations: {}", applied.join(", "));
+    let upgrade = db
+        .upgrade(existing_file)
+        .await
+        .context("database migrations")?;
+    if let Some(backup) = &upgrade.backup {
+        tracing::warn!(
+            "the database schema is older than this hub's: backed up the database to {} before \
+             upgrading it",
+            backup.display()
+        );
+    }
+    if !upgrade.applied.is_empty() {
+        tracing::info!(
+            "applied database migrations: {}",
+            upgrade.applied.join(", ")
+        );
     }
     let secret = cookie_secret::load_for(&config.hub).context("cookie secret")?;
     let authenticator = plugins::authenticator(&config).context("authenticator")?;

@@ -205,28 +205,57 @@ pub async fn upgrade_db(url: &str) -> Result<UpgradeReport, DbError> {
 
 /// [`upgrade_db`] for synchronous callers.
 pub fn upgrade_db_blocking(url: &str) -> Result<UpgradeReport, DbError> {
-    let target = DbTarget::parse(url)?;
-    let existing_file = match &target {
-        DbTarget::SqliteFile(path) if path.exists() => Some(path.clone()),
-        _ => None,
-    };
+    let existing_file = existing_sqlite_file(url)?;
     let options = DbOptions {
         max_connections: Some(1),
         ..DbOptions::default()
     };
     let db = Db::connect_blocking(url, &options)?;
-    let pending = db.pending_migrations_blocking()?;
-    let backup = match existing_file {
-        Some(path) if !pending.is_empty() => {
-            let mut conn = db.pool.get()?;
-            let written = migrate::backup_sqlite(&mut conn, &path)?;
-            tracing::info!(backup = %written.display(), "backed up database before upgrading");
-            Some(written)
-        }
+    db.upgrade_blocking(existing_file.as_deref())
+}
+
+/// The SQLite file `url` names, if it exists now: call before
+/// [`Db::connect`] (which creates a missing file) and pass it to [`Db::upgrade`].
+pub fn existing_sqlite_file(url: &str) -> Result<Option<std::path::PathBuf>, DbError> {
+    Ok(match DbTarget::parse(url)? {
+        DbTarget::SqliteFile(path) if path.exists() => Some(path),
         _ => None,
-    };
-    let applied = db.migrate_blocking()?;
-    Ok(UpgradeReport { backup, applied })
+    })
+}
+
+impl Db {
+    /// Applies pending migrations as `upgrade-db` does: when `existing_file` (the SQLite file
+    /// as it was before this process opened it) has migrations pending, a consistent backup
+    /// `<file>.<timestamp>.bak` is written beside it first, and the migrations run only if
+    /// the backup succeeded.
+    pub async fn upgrade(
+        &self,
+        existing_file: Option<std::path::PathBuf>,
+    ) -> Result<UpgradeReport, DbError> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.upgrade_blocking(existing_file.as_deref()))
+            .await
+            .map_err(|e| DbError::Other(format!("upgrade task failed: {e}")))?
+    }
+
+    /// [`Db::upgrade`] for synchronous callers.
+    pub fn upgrade_blocking(
+        &self,
+        existing_file: Option<&std::path::Path>,
+    ) -> Result<UpgradeReport, DbError> {
+        let pending = self.pending_migrations_blocking()?;
+        let backup = match existing_file {
+            Some(path) if !pending.is_empty() => {
+                let mut conn = self.pool.get()?;
+                let written = migrate::backup_sqlite(&mut conn, path)?;
+                tracing::info!(backup = %written.display(), "backed up database before upgrading");
+                Some(written)
+            }
+            _ => None,
+        };
+        let applied = self.migrate_blocking()?;
+        Ok(UpgradeReport { backup, applied })
+    }
 }
 
 /// Runs `f` in a transaction meant to write.
