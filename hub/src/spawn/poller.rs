@@ -176,6 +176,13 @@ async fn resume_one(state: &AppState, user: User, row: Spawner) -> Resumed {
     }
     let server = server_ref(&user, &row);
     let saved = Value::Object(row.state.clone());
+    if crate::access::is_blocked(state, &user.name) {
+        // A user blocked since the server started keeps nothing running (JupyterHub stops
+        // them in `init_spawners` too): the server is stopped, its route, API token and
+        // OAuth client go.
+        tracing::info!(server = %name, "stopping the server of a blocked user");
+        return clean_up(state, &user, &row, ticket, saved, false).await;
+    }
     let alive = match state.spawner.poll(&server, &saved).await {
         Ok(PollStatus::Running) => true,
         Ok(PollStatus::Stopped(_)) => false,
@@ -223,6 +230,20 @@ async fn resume_one(state: &AppState, user: User, row: Spawner) -> Resumed {
         }
     }
     tracing::info!(server = %name, "server from before the restart is gone; cleaning up");
+    clean_up(state, &user, &row, ticket, saved, true).await
+}
+
+/// Stops a server found at startup and removes what it had: phase `Stopping`, then the route,
+/// the spawner's stop (`now` or gracefully), its API token and OAuth client, phase `Stopped`.
+async fn clean_up(
+    state: &AppState,
+    user: &User,
+    row: &Spawner,
+    mut ticket: super::Ticket,
+    saved: Value,
+    now: bool,
+) -> Resumed {
+    let name = log_name(&user.name, &row.name);
     state.servers.change_kind(&mut ticket, Pending::Stop);
     let id = row.id;
     if let Err(e) = state
@@ -244,9 +265,9 @@ async fn resume_one(state: &AppState, user: User, row: Spawner) -> Resumed {
         saved_state: saved,
         call_stop: true,
         delete_route: true,
-        now: true,
+        now,
     }
-    .run(state, &user, &row)
+    .run(state, user, row)
     .await;
     state.servers.finish(ticket, Outcome::Stopped);
     Resumed::CleanedUp
