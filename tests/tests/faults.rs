@@ -1538,3 +1538,578 @@ async fn sqlite_locked_by_another_process() -> TestResult {
     hub.done();
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// 83: the database's disk full.
+// ---------------------------------------------------------------------------------------------
+
+/// A small tmpfs mounted for one test, unmounted when dropped (also when the test fails).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=…`) on a fresh directory.
+    fn mount(size: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("jhrs-fault-tmpfs-")
+            .tempdir()?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0755"))
+            .arg("jhrs-fault-tmpfs")
+            .arg(dir.path())
+            .output()
+            .context("running mount")?;
+        ensure!(
+            out.status.success(),
+            "mount -t tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the file system to the last byte with `name`; returns how much was written.
+    fn fill(&self, name: &str) -> anyhow::Result<u64> {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(self.path().join(name))?;
+        let mut written = 0u64;
+        for chunk in [1 << 16, 4096, 512, 1] {
+            let block = vec![0u8; chunk];
+            loop {
+                match file.write(&block) {
+                    Ok(0) => break,
+                    Ok(n) => written += n as u64,
+                    Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let _ = file.sync_all();
+        Ok(written)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let path = self.dir.path();
+        let unmounted = Command::new("umount")
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Something still holds a file there: detach it now, it goes when released.
+            let _ = Command::new("umount").arg("-l").arg(path).status();
+        }
+    }
+}
+
+/// Whether an answer's text shows internals (a library, a source path, a SQL error).
+fn shows_internals(text: &str) -> bool {
+    [
+        "diesel",
+        "src/",
+        "sqlite",
+        "SQLITE",
+        "disk is full",
+        "panicked",
+        "Traceback",
+    ]
+    .iter()
+    .any(|word| text.contains(word))
+}
+
+/// The hub's SQLite database on a tmpfs filled to 100 %: a login through the form and a new
+/// API token get clean errors (an error page; 5xx JSON without internals), no row is written,
+/// and once space is freed the same requests work, without restarting the hub. A hub started
+/// on the full disk (its database cannot be created) exits non-zero with a clear message.
+#[tokio::test]
+async fn full_disk_under_the_database() -> TestResult {
+    if !is_root() {
+        eprintln!("SKIPPED: full_disk_under_the_database mounts a tmpfs and needs root");
+        return Ok(());
+    }
+    let disk = Tmpfs::mount("16m")?;
+    let db = disk.path().join("jupyterhub.sqlite");
+    let alice = format!("disk-{}", random_suffix());
+    let bob = format!("diskb-{}", random_suffix());
+    let kit = Kit::new()?;
+    let extra = format!("[hub]\ndb_url = \"sqlite:///{}\"\n", db.display());
+    let mut hub = hub_for(
+        &People::new(),
+        HubOptions::default(),
+        &kit.direct_cmd(),
+        &extra,
+    )
+    .await?;
+    hub.create_users(&[&alice]).await?;
+    let pid = hub.pid();
+    let count = |query: &str, params: Value| -> anyhow::Result<i64> {
+        let rows = sql(&db, query, &params)?;
+        Ok(rows[0][0].as_i64().unwrap_or(-1))
+    };
+    let tokens_before = count("SELECT count(*) FROM api_tokens", json!([]))?;
+
+    // Every later write has to grow the WAL: empty it, then fill the disk.
+    let checkpoint = sql(&db, "PRAGMA wal_checkpoint(TRUNCATE)", &json!([]))?;
+    ensure!(checkpoint[0][0] == 0, "checkpoint: {checkpoint}");
+    let filled = disk.fill("filler")?;
+    eprintln!("filled the tmpfs with {filled} bytes");
+
+    let began = Instant::now();
+    let (status, body) = hub
+        .admin(
+            Method::POST,
+            &format!("/users/{alice}/tokens"),
+            Some(&json!({"note": "on a full disk"})),
+        )
+        .await?;
+    let took = began.elapsed();
+    ensure!(
+        status.is_server_error()
+            && body.is_object()
+            && body["status"] == status.as_u16()
+            && body["message"].is_string(),
+        "a token on a full disk: {status} {body} after {took:?}"
+    );
+    ensure!(!shows_internals(&body.to_string()), "internals: {body}");
+
+    let mut browser = workspace_tests::browser::Browser::new("bob", hub.public_port);
+    let post = workspace_tests::flows::submit_login(&mut browser, &bob, "any", None).await?;
+    let content_type = post.header("content-type").unwrap_or_default().to_owned();
+    ensure!(
+        post.status.is_server_error() && content_type.starts_with("text/html"),
+        "a login on a full disk: {post} ({content_type})\n{:.500}",
+        post.body
+    );
+    ensure!(
+        browser.cookie("jupyterhub-hub-login", "/hub/").is_none(),
+        "a login cookie on a full disk"
+    );
+    ensure!(
+        !shows_internals(&post.body),
+        "internals: {:.2000}",
+        post.body
+    );
+
+    // Nothing half written.
+    ensure!(
+        count("SELECT count(*) FROM api_tokens", json!([]))? == tokens_before,
+        "a token row was written on the full disk"
+    );
+    ensure!(
+        count("SELECT count(*) FROM users WHERE name = ?", json!([bob]))? == 0,
+        "bob's row was written on the full disk"
+    );
+
+    // The hub started on the full disk, with a database it cannot create.
+    let fresh = disk.path().join("fresh.sqlite");
+    let start_dir = tempfile::Builder::new()
+        .prefix("jhrs-fault-start-")
+        .tempdir()?;
+    let config = minimal_config("").replacen(
+        "[hub]\n",
+        &format!("[hub]\ndb_url = \"sqlite:///{}\"\n", fresh.display()),
+        1,
+    );
+    let (ok, out, refused_after) =
+        run_hub_to_exit(start_dir.path(), &config, &[], Duration::from_secs(60))?;
+    ensure!(!ok, "the hub started on a full disk:\n{out}");
+    // At once, with the cause (not after the pool's 10 s connection timeout).
+    ensure!(
+        refused_after < Duration::from_secs(5),
+        "the refusal on a full disk took {refused_after:?}:\n{out}"
+    );
+    ensure!(
+        out.contains("database") && out.contains("full") && !out.contains("panicked"),
+        "not a clear refusal on a full disk:\n{out}"
+    );
+    ensure!(
+        !start_dir.path().join("jupyterhub-proxy.pid").exists(),
+        "a proxy pid file is left"
+    );
+    eprintln!(
+        "startup on a full disk refused after {refused_after:?}: {}",
+        out.lines().last().unwrap_or("")
+    );
+
+    // Space again: the same requests work, in the same hub.
+    std::fs::remove_file(disk.path().join("filler"))?;
+    let _ = std::fs::remove_file(&fresh);
+    let (status, body) = hub
+        .admin(
+            Method::POST,
+            &format!("/users/{alice}/tokens"),
+            Some(&json!({"note": "space again"})),
+        )
+        .await?;
+    ensure!(status == StatusCode::CREATED, "{status} {body}");
+    let token = body["token"].as_str().context("no token")?.to_owned();
+    let (status, body) = hub.api(Method::GET, "/user", Some(&token), None).await?;
+    ensure!(
+        status == StatusCode::OK && body["name"] == alice,
+        "{status} {body}"
+    );
+    let mut browser = workspace_tests::browser::Browser::new("bob", hub.public_port);
+    workspace_tests::flows::log_in(&mut browser, &bob, "any", None).await?;
+    ensure!(
+        count("SELECT count(*) FROM api_tokens", json!([]))? > tokens_before,
+        "no token row after recovery"
+    );
+    ensure!(
+        count("SELECT count(*) FROM users WHERE name = ?", json!([bob]))? == 1,
+        "no row for bob after recovery"
+    );
+    ensure!(hub.pid() == pid, "the hub was restarted");
+    eprintln!("a token on the full disk refused after {took:?}; recovered without a restart");
+    hub.terminate(Duration::from_secs(20)).await?;
+    hub.done();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL restarted under load.
+// ---------------------------------------------------------------------------------------------
+
+/// A PostgreSQL server of this test alone (`scripts/postgres-test-server.sh` with its own
+/// directory and port); its cluster is deleted when dropped.
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres-test-server.sh")
+    }
+
+    fn run(&self, action: &str) -> anyhow::Result<String> {
+        let out = Command::new(Self::script())
+            .arg(action)
+            .env("JHRS_PG_DIR", self.dir.path().join("pg"))
+            .env("JHRS_PG_PORT", self.port.to_string())
+            .output()
+            .with_context(|| format!("postgres-test-server.sh {action}"))?;
+        ensure!(
+            out.status.success(),
+            "postgres-test-server.sh {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Starts a new cluster; returns its URL.
+    fn start() -> anyhow::Result<(Self, String)> {
+        let dir = tempfile::Builder::new()
+            .prefix("jhrs-fault-pg-")
+            .tempdir()?;
+        // As root the cluster belongs to the postgres account, which must reach it.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let pg = PrivatePostgres {
+            dir,
+            port: workspace_tests::free_port(),
+        };
+        let url = pg.run("start")?;
+        Ok((pg, url))
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        if let Err(e) = self.run("reset") {
+            eprintln!("removing the private PostgreSQL: {e:#}");
+        }
+    }
+}
+
+/// One request of the load: when it was sent, how long it took, and what came back.
+#[derive(Debug)]
+struct Sample {
+    sent: Instant,
+    took: Duration,
+    answer: Result<(StatusCode, Value), String>,
+}
+
+/// The hub on a PostgreSQL server of its own, under a steady stream of API requests that need
+/// the database; the server is stopped for 13 s and started again on the same port. While it is
+/// down, requests wait for a connection (up to the pool's 10 s) and then get a clean 5xx JSON
+/// answer (no hang, no internals); once it is back, the same hub (no restart) answers 200 again
+/// within seconds.
+#[tokio::test]
+async fn postgres_restarted_under_load() -> TestResult {
+    let (pg, url) = PrivatePostgres::start()?;
+    let kit = Kit::new()?;
+    let alice = format!("pg-{}", random_suffix());
+    let extra = format!("[hub]\ndb_url = \"{url}\"\n");
+    let hub = hub_for(
+        &People::new(),
+        HubOptions::default(),
+        &kit.direct_cmd(),
+        &extra,
+    )
+    .await?;
+    hub.create_users(&[&alice]).await?;
+    let pid = hub.pid();
+    let hub = std::sync::Arc::new(hub);
+
+    let (stop_load, load_stopped) = tokio::sync::watch::channel(false);
+    let load = {
+        let hub = std::sync::Arc::clone(&hub);
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut n = 0u32;
+            while !*load_stopped.borrow() {
+                n += 1;
+                let sent = Instant::now();
+                // Reads and writes by turns.
+                let answer = if n.is_multiple_of(2) {
+                    hub.admin(Method::GET, &format!("/users/{alice}"), None)
+                        .await
+                } else {
+                    hub.admin(
+                        Method::POST,
+                        &format!("/users/{alice}/tokens"),
+                        Some(&json!({"note": "load", "expires_in": 600})),
+                    )
+                    .await
+                };
+                samples.push(Sample {
+                    sent,
+                    took: sent.elapsed(),
+                    answer: answer.map_err(|e| format!("{e:#}")),
+                });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            samples
+        })
+    };
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopping = Instant::now();
+    pg.run("stop")?;
+    let stopped = Instant::now();
+    // Longer than the hub's wait for a database connection (10 s): shorter outages only delay
+    // requests, this one has them refused.
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let starting = Instant::now();
+    pg.run("start")?;
+    let started = Instant::now();
+    // The hub answers again, within seconds.
+    let mut back = None;
+    let deadline = Deadline::new(
+        "the hub to answer after PostgreSQL is back",
+        Duration::from_secs(20),
+    );
+    while back.is_none() {
+        let (status, body) = hub
+            .admin(Method::GET, &format!("/users/{alice}"), None)
+            .await?;
+        if status == StatusCode::OK && body["name"] == alice {
+            back = Some(Instant::now());
+        } else {
+            deadline.tick().await?;
+        }
+    }
+    let back_at = back.context("never back")?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop_load.send(true);
+    let samples = load.await?;
+
+    let mut failed = 0;
+    let mut longest = Duration::ZERO;
+    for sample in &samples {
+        longest = longest.max(sample.took);
+        let during = sample.sent + sample.took >= stopping && sample.sent <= back_at;
+        match &sample.answer {
+            Ok((status, _)) if status.is_success() => {}
+            Ok((status, body)) if during && status.is_server_error() => {
+                failed += 1;
+                ensure!(
+                    body.is_object()
+                        && body["status"] == status.as_u16()
+                        && body["message"].is_string()
+                        && !shows_internals(&body.to_string())
+                        && !body.to_string().contains("postgres"),
+                    "an answer while PostgreSQL was down: {status} {body}"
+                );
+            }
+            other => bail!(
+                "{other:?} {:?} after the stop began ({:?} long)",
+                (sample.sent + sample.took).saturating_duration_since(stopping),
+                sample.took
+            ),
+        }
+        ensure!(
+            sample.took < Duration::from_secs(15),
+            "a request hung for {:?}",
+            sample.took
+        );
+    }
+    ensure!(
+        failed > 0,
+        "no request was refused while PostgreSQL was down"
+    );
+    let last = samples.iter().rev().take(5);
+    for sample in last {
+        ensure!(
+            matches!(&sample.answer, Ok((s, _)) if s.is_success()),
+            "after recovery: {sample:?}"
+        );
+    }
+    let back = back_at - started;
+    eprintln!(
+        "PostgreSQL stopped in {:?}, started in {:?}; {} requests, {failed} refused while it \
+         was down, longest {longest:?}; the hub answered again {back:?} after the start",
+        stopped - stopping,
+        started - starting,
+        samples.len()
+    );
+    let mut hub = std::sync::Arc::into_inner(hub).context("the hub is still shared")?;
+    ensure!(hub.pid() == pid, "the hub was restarted");
+    hub.terminate(Duration::from_secs(20)).await?;
+    hub.done();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 84: an older database schema at startup.
+// ---------------------------------------------------------------------------------------------
+
+/// A SQLite database from before this hub's schema (data of its own, no hub tables): the hub
+/// backs it up as `upgrade-db` does (`<file>.<timestamp>.bak`, the old content, the file's
+/// mode), says where in its log, upgrades it and serves.
+#[tokio::test]
+async fn older_sqlite_schema_is_backed_up_before_the_automatic_upgrade() -> TestResult {
+    let dir = tempfile::Builder::new()
+        .prefix("jhrs-fault-olddb-")
+        .tempdir()?;
+    let db = dir.path().join("jupyterhub.sqlite");
+    sql(&db, "CREATE TABLE legacy (x INTEGER)", &json!([]))?;
+    sql(&db, "INSERT INTO legacy VALUES (42)", &json!([]))?;
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))?;
+    let kit = Kit::new()?;
+    let alice = format!("old-{}", random_suffix());
+    let extra = format!("[hub]\ndb_url = \"sqlite:///{}\"\n", db.display());
+    let mut hub = hub_for(
+        &People::new(),
+        HubOptions::default(),
+        &kit.direct_cmd(),
+        &extra,
+    )
+    .await?;
+    hub.create_users(&[&alice]).await?;
+    let token = hub.token_for(&alice).await?;
+    let (status, body) = hub.api(Method::GET, "/user", Some(&token), None).await?;
+    ensure!(
+        status == StatusCode::OK && body["name"] == alice,
+        "{status} {body}"
+    );
+
+    let backups: Vec<PathBuf> = std::fs::read_dir(dir.path())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("jupyterhub.sqlite.") && n.ends_with(".bak"))
+        })
+        .collect();
+    ensure!(backups.len() == 1, "backups: {backups:?}");
+    let backup = &backups[0];
+    let mode = std::fs::metadata(backup)?.permissions().mode() & 0o777;
+    ensure!(mode == 0o600, "the backup's mode is {mode:o}");
+    let old = sql(backup, "SELECT x FROM legacy", &json!([]))?;
+    ensure!(old == json!([[42]]), "the backup holds {old}");
+    let tables = sql(
+        backup,
+        "SELECT count(*) FROM sqlite_master WHERE name = 'users'",
+        &json!([]),
+    )?;
+    ensure!(
+        tables == json!([[0]]),
+        "the backup has hub tables: {tables}"
+    );
+    let log = hub.log();
+    ensure!(
+        log.contains(&backup.display().to_string()),
+        "the log does not say where the backup is:\n{}",
+        hub.log_tail(40)
+    );
+    // The legacy data is still in the upgraded database too.
+    ensure!(sql(&db, "SELECT x FROM legacy", &json!([]))? == json!([[42]]));
+
+    // A restart on the upgraded database writes no second backup.
+    hub.terminate(Duration::from_secs(20)).await?;
+    hub.start_again().await?;
+    let count = std::fs::read_dir(dir.path())?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".bak"))
+        .count();
+    ensure!(count == 1, "{count} backups after a restart");
+    hub.done();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// A.12: servers of blocked users at startup.
+// ---------------------------------------------------------------------------------------------
+
+/// A user whose server runs when the hub stops and who is in `authenticator.blocked_users`
+/// when it starts again: the new hub stops that server (process gone; row, route, API token
+/// and OAuth client cleaned up) and adopts the others.
+#[tokio::test]
+async fn servers_of_blocked_users_are_stopped_at_startup() -> TestResult {
+    let mut people = People::new();
+    let alice = people.person("blka")?;
+    let bob = people.person("blkb")?;
+    let kit = Kit::new()?;
+    let mut hub = hub_for(
+        &people,
+        HubOptions::default(),
+        &kit.direct_cmd(),
+        "[hub]\ncleanup_servers = false\n",
+    )
+    .await?;
+    start_server(&hub, &alice).await?;
+    start_server(&hub, &bob).await?;
+    let alice_leader = server_leader(&hub, &alice)?;
+    let alice_server_token = server_api_token(&hub, &alice)?;
+    let status = hub.terminate(Duration::from_secs(30)).await?;
+    ensure!(status.success(), "the hub exited with {status}");
+    ensure!(
+        procs::running_as(alice_leader.pid, alice_leader.start_time),
+        "alice's server did not outlive the hub"
+    );
+
+    // Block alice, then start the hub again.
+    let config_path = hub.run_dir().join("jupyterhub_config.toml");
+    let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(&config_path)?)?;
+    merge(
+        &mut config,
+        toml::from_str(&format!("[authenticator]\nblocked_users = [{alice:?}]\n"))?,
+    );
+    std::fs::write(&config_path, toml::to_string(&config)?)?;
+    hub.start_again().await?;
+
+    let deadline = Deadline::new("the blocked user's server to stop", Duration::from_secs(15));
+    while procs::running_as(alice_leader.pid, alice_leader.start_time) {
+        deadline.tick().await?;
+    }
+    eventually(Duration::from_secs(10), "alice's server cleaned up", || {
+        assert_cleaned_up(&hub, &alice, Some(&alice_server_token))
+    })
+    .await?;
+    served_by_server(&hub, &bob, None).await?;
+    let row = server_row(&hub, &bob)?;
+    ensure!(
+        row.phase == "running" && row.tokens == 1 && row.clients == 1,
+        "bob: {row:?}"
+    );
+    hub.done();
+    Ok(())
+}
