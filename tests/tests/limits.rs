@@ -883,3 +883,69 @@ async fn random_token_flood_on_the_hub() -> TestResult {
     hub.done();
     Ok(())
 }
+
+// === G.71: in-memory maps ===
+
+/// Security checklist G.71: 15,000 anonymous page visits to `singleuser-auth-shim` (each
+/// starts an OAuth login whose state the shim keeps in memory) and 15,000 requests with
+/// random tokens (each a cached negative answer) leave its resident memory bounded: both
+/// maps hold at most 10,000 entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_state_and_token_floods_on_the_shim() -> TestResult {
+    const N: usize = 15_000;
+    let shim = Shim::start().await?;
+    let pid = shim.child.id();
+    let before = rss_kib(pid)?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let url = format!("http://127.0.0.1:{}/user/alice/tree", shim.port);
+    let flood = |token: bool| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let started = Instant::now();
+            let statuses: Vec<anyhow::Result<u16>> = futures_util::stream::iter(0..N)
+                .map(|_| {
+                    let mut req = client.get(&url).header("Accept", "text/html");
+                    if token {
+                        req = req.header("Authorization", format!("token {}", random_token(32)));
+                    }
+                    async move { Ok(req.send().await?.status().as_u16()) }
+                })
+                .buffer_unordered(50)
+                .collect()
+                .await;
+            let statuses = statuses.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+            anyhow::Ok((started.elapsed(), statuses))
+        }
+    };
+    let (took, statuses) = flood(false).await?;
+    let after_states = rss_kib(pid)?;
+    ensure!(
+        statuses.iter().all(|s| *s == 302),
+        "anonymous visits: {:?}",
+        statuses.iter().find(|s| **s != 302)
+    );
+    let (took_tokens, statuses) = flood(true).await?;
+    let after_tokens = rss_kib(pid)?;
+    // The hub double (an echo server) answers every token check with 200 and no user: the
+    // shim must not let anyone in on that.
+    ensure!(
+        statuses.iter().all(|s| *s != 200),
+        "a random token was let in"
+    );
+    let (status, probe) = timed_get(shim.port, SHIM_PROBE).await?;
+    eprintln!(
+        "shim: {N} anonymous visits in {took:?}, {N} random tokens in {took_tokens:?}; RSS \
+         {before} KiB before, {after_states} KiB after the visits, {after_tokens} KiB after the \
+         tokens; a request afterwards: {status} in {probe:?}"
+    );
+    ensure!(
+        after_tokens < before + 64 * 1024,
+        "RSS grew from {before} KiB to {after_tokens} KiB"
+    );
+    ensure!(probe < Duration::from_secs(1));
+    Ok(())
+}
