@@ -949,3 +949,76 @@ async fn login_state_and_token_floods_on_the_shim() -> TestResult {
     ensure!(probe < Duration::from_secs(1));
     Ok(())
 }
+
+// === G.72: many users ===
+
+/// Security checklist G.72: with 10,000 users, `GET /hub/api/users` is paginated (at most
+/// 200 per page), walking all pages stays fast, and other requests keep answering promptly
+/// meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_users_are_paginated() -> TestResult {
+    const N: usize = 10_000;
+    let mut hub = hub("").await?;
+    let port = hub_port(&hub)?;
+    let names: Vec<String> = (0..N).map(|i| format!("user{i:05}")).collect();
+    let started = Instant::now();
+    let (status, _) = hub
+        .admin(
+            reqwest::Method::POST,
+            "/users",
+            Some(&serde_json::json!({ "usernames": names })),
+        )
+        .await?;
+    ensure!(status.as_u16() == 201, "creating {N} users: {status}");
+    let created = started.elapsed();
+    let prober = tokio::spawn(probe_until(
+        port,
+        "/hub/api/",
+        Duration::from_millis(50),
+        Instant::now() + Duration::from_secs(3),
+    ));
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let mut pages = Vec::new();
+    let mut seen = 0;
+    let mut offset = 0;
+    loop {
+        let t = Instant::now();
+        let page: serde_json::Value = client
+            .get(format!(
+                "http://127.0.0.1:{port}/hub/api/users?offset={offset}&limit=1000"
+            ))
+            .header("Authorization", format!("token {}", hub.admin_token))
+            .header("Accept", "application/jupyterhub-pagination+json")
+            .send()
+            .await?
+            .json()
+            .await?;
+        pages.push(t.elapsed());
+        let items = page["items"].as_array().map_or(0, Vec::len);
+        ensure!(items <= 200, "a page of {items} users");
+        if items == 0 {
+            break;
+        }
+        seen += items;
+        offset += items;
+    }
+    let (status, all) = hub.admin(reqwest::Method::GET, "/users", None).await?;
+    ensure!(status.as_u16() == 200);
+    let unpaginated = all.as_array().map_or(0, Vec::len);
+    let probes = prober.await?;
+    eprintln!(
+        "hub: {N} users created in {created:?}; {} pages: median {:?}, max {:?}; unpaginated \
+         list: {unpaginated} users; other requests meanwhile: median {:?}, p99 {:?}",
+        pages.len(),
+        percentile(&pages, 0.5),
+        max(&pages),
+        percentile(&probes, 0.5),
+        percentile(&probes, 0.99),
+    );
+    ensure!(seen >= N, "walked {seen} users");
+    ensure!(unpaginated <= 200, "an unpaginated list of {unpaginated}");
+    ensure!(max(&pages) < Duration::from_secs(2), "{:?}", max(&pages));
+    ensure!(percentile(&probes, 0.99) < Duration::from_millis(500));
+    hub.done();
+    Ok(())
+}
