@@ -7,7 +7,7 @@
 //! the segments the backend sees after one decoding:
 //!
 //! - dot segments (`.` and `..`), raw or percent-encoded (`%2e`, `%2E%2e`, ...);
-//! - encoded separators and NUL (`%2f`, `%5c`, `%00`) and raw backslashes;
+//! - encoded separators and NUL (`%2f`, `%5c`, `%00`), raw backslashes and raw NUL;
 //! - malformed escapes (`%`, `%zz`) and escapes that do not decode to UTF-8;
 //! - the same things encoded twice (`%252e%252e`, `%252f`), for backends that decode again.
 //!
@@ -25,7 +25,7 @@ pub enum PathError {
     MalformedEscape,
     /// A `.` or `..` segment, in any encoding.
     DotSegment,
-    /// An encoded `/`, encoded or raw `\`, or a NUL byte.
+    /// An encoded `/`, encoded or raw `\`, or a NUL byte (encoded or raw).
     EncodedSeparator,
     /// The path does not start with `/`.
     NotAbsolute,
@@ -100,7 +100,9 @@ impl<'a> Segments<'a> {
 }
 
 fn decode_segment(raw: &str) -> Result<Cow<'_, str>, PathError> {
-    if raw.contains('\\') {
+    // A raw NUL cannot come through an HTTP parser, but a caller with another source of paths
+    // must not get one through either.
+    if raw.contains(['\\', '\0']) {
         return Err(PathError::EncodedSeparator);
     }
     if !raw.contains('%') {
@@ -253,6 +255,8 @@ mod tests {
             ("/user/a%5cb", EncodedSeparator),
             ("/user/a\\b", EncodedSeparator),
             ("/user/a%00", EncodedSeparator),
+            ("/user/a\0", EncodedSeparator),
+            ("//\0", EncodedSeparator),
             ("/user/%252e%252e/x", DotSegment),
             ("/user/a%252fb", EncodedSeparator),
             ("/%", MalformedEscape),
