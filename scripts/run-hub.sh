@@ -141,6 +141,11 @@ else
         if command -v dpkg >/dev/null 2>&1 && ! have_deb libpam0g-dev; then
             apt_install libpam0g-dev || die "the hub links libpam: install libpam0g-dev (sudo apt-get install libpam0g-dev)"
         fi
+        # The hub builds libpq from source with OpenSSL (libssl-dev, found with pkg-config).
+        if command -v dpkg >/dev/null 2>&1 && ! { have_deb libssl-dev && have_deb pkg-config; }; then
+            apt_install libssl-dev pkg-config ||
+                die "the hub builds libpq with OpenSSL: install libssl-dev and pkg-config (sudo apt-get install libssl-dev pkg-config)"
+        fi
         log "cargo: building ${BINARIES[*]} (release; the first build takes several minutes)"
         (cd "$repo" && CARGO_TARGET_DIR="$target" cargo build --release --locked \
             -p hub -p chp-proxy -p singleuser-auth-shim) >&2 || die "the build failed"

@@ -36,12 +36,15 @@ log() { printf '[test-deps] %s\n' "$*"; }
 # Names of Debian packages the tests need (node and npm are expected on the machine, checked
 # below). Add names here when a test needs a system tool.
 #   libpam0g-dev     the libpam.so link symlink, needed to link auth-pam (and so the hub)
+#   libssl-dev pkg-config
+#                    OpenSSL's headers, found with pkg-config, for the libpq that the hub
+#                    builds from source (TLS to PostgreSQL)
 #   python3.11-venv  the system Python 3.11 with venv and ensurepip, for the single-user venv
 #                    (a system interpreter, so that the test users' servers can run it)
 #   chromium chromium-driver
 #                    headless Chromium and its WebDriver, for the hub's browser tests
 #                    (hub/tests/browser_*.rs)
-APT_PACKAGES=(libpam0g-dev python3.11-venv chromium chromium-driver)
+APT_PACKAGES=(libpam0g-dev libssl-dev pkg-config python3.11-venv chromium chromium-driver)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
