@@ -4,7 +4,7 @@
 //! as `postgresql+psycopg2://…`, whose driver part is ignored.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::error::DbError;
 
@@ -63,7 +63,11 @@ impl DbTarget {
                         redact(url)
                     )));
                 };
-                Ok(DbTarget::Postgres(format!("postgresql://{after}")))
+                let url = format!("postgresql://{after}");
+                let debian = Path::new(DEBIAN_SOCKET_DIR);
+                let socket_dir = (std::env::var_os("PGHOST").is_none() && debian.is_dir())
+                    .then_some(DEBIAN_SOCKET_DIR);
+                Ok(DbTarget::Postgres(with_socket_dir(url, socket_dir)))
             }
             "mysql" | "mariadb" => Err(DbError::Config(
                 "MySQL/MariaDB are not supported; use sqlite:// or postgresql://".into(),
@@ -102,6 +106,32 @@ impl fmt::Display for DbTarget {
             DbTarget::Postgres(url) => f.write_str(&redact(url)),
         }
     }
+}
+
+/// Where Debian's and Ubuntu's PostgreSQL servers put their Unix socket.
+const DEBIAN_SOCKET_DIR: &str = "/var/run/postgresql";
+
+/// Adds `host=<socket_dir>` to a PostgreSQL URL that names no host.
+///
+/// Without a host, libpq connects to a Unix socket in the directory compiled into it. The hub's
+/// libpq is built from source with PostgreSQL's default, `/tmp`, where the system libpq of
+/// Debian and Ubuntu looks in `/var/run/postgresql`: a URL such as `postgresql:///jupyterhub`
+/// keeps meaning the local server there.
+fn with_socket_dir(url: String, socket_dir: Option<&str>) -> String {
+    let Some(dir) = socket_dir else { return url };
+    let rest = url.strip_prefix("postgresql://").unwrap_or(&url);
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let host_in_query = query
+        .split('&')
+        .any(|pair| pair.split('=').next() == Some("host") || pair.starts_with("hostaddr="));
+    if !host.is_empty() && !host.starts_with(':') || host_in_query {
+        return url;
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}host={dir}")
 }
 
 fn parse_sqlite(url: &str, rest: &str) -> Result<DbTarget, DbError> {
@@ -149,6 +179,42 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_without_a_host_use_the_distributions_socket_dir() {
+        let dir = Some("/var/run/postgresql");
+        let cases = [
+            (
+                "postgresql:///jh",
+                "postgresql:///jh?host=/var/run/postgresql",
+            ),
+            (
+                "postgresql://hub@/jh",
+                "postgresql://hub@/jh?host=/var/run/postgresql",
+            ),
+            (
+                "postgresql://:5433/jh?sslmode=disable",
+                "postgresql://:5433/jh?sslmode=disable&host=/var/run/postgresql",
+            ),
+            ("postgresql://db/jh", "postgresql://db/jh"),
+            (
+                "postgresql://hub:pw@db:5432/jh",
+                "postgresql://hub:pw@db:5432/jh",
+            ),
+            ("postgresql:///jh?host=/tmp", "postgresql:///jh?host=/tmp"),
+            (
+                "postgresql:///jh?hostaddr=127.0.0.1",
+                "postgresql:///jh?hostaddr=127.0.0.1",
+            ),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(with_socket_dir(url.to_owned(), dir), expected, "{url}");
+        }
+        assert_eq!(
+            with_socket_dir("postgresql:///jh".into(), None),
+            "postgresql:///jh"
+        );
+    }
 
     #[test]
     fn sqlite_urls_follow_sqlalchemy() {
