@@ -86,6 +86,7 @@ fn main() -> ExitCode {
             let sig = signals.recv().await;
             tracing::info!("shutting down on {sig:?}");
         };
+        daemon_support::memory::spawn_periodic_release(daemon_support::memory::RELEASE_INTERVAL);
         match hub::daemon::run(loaded.config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

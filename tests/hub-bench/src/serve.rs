@@ -46,7 +46,11 @@ pub fn main(args: &ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(run(config))
+    runtime.block_on(async {
+        // As the hub's main does.
+        daemon_support::memory::spawn_periodic_release(daemon_support::memory::RELEASE_INTERVAL);
+        run(config).await
+    })
 }
 
 async fn run(config: HubConfig) -> Result<()> {
