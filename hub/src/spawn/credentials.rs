@@ -146,8 +146,11 @@ pub async fn issue(
         allowed_scopes.push(access);
     }
     let token_hash = HashedToken::new(&token, tokens::GENERATED_ROUNDS).to_string();
-    // The secret is stretched like a user-provided token (JupyterHub does the same).
-    let secret_hash = HashedToken::new(&token, tokens::USER_PROVIDED_ROUNDS).to_string();
+    // The client secret is the same hub-generated token, already stored above with one round:
+    // stretching its second copy (JupyterHub uses 16384 rounds) would protect nothing and cost
+    // most of a server start's CPU, and again at every OAuth token exchange. The rounds are
+    // part of the stored text, so JupyterHub reading this database verifies it all the same.
+    let secret_hash = HashedToken::new(&token, tokens::GENERATED_ROUNDS).to_string();
     let prefix_text = tokens::token_prefix(&token).to_owned();
     let spawner_id = spawner.id;
     let id = client_id.clone();
