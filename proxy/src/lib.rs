@@ -165,6 +165,12 @@ pub async fn run(
 
     let public = bind(&config.public).await?;
     let api = bind(&config.api).await?;
+    if let Bind::Unix(path) = &config.api {
+        // The API changes every route: only the proxy's own user may connect, whatever the umask.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private (mode 0600)", path.display()))?;
+    }
     let metrics = match &config.metrics {
         Some(b) => Some(bind(b).await?),
         None => None,

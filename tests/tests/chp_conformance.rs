@@ -2585,6 +2585,9 @@ mod unix_sockets {
                 .metrics_socket(&metrics),
         )
         .await;
+        // Only the proxy's own user may reach the API, whatever the umask.
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&api)?.permissions().mode() & 0o777, 0o600);
         p.add_route("/", &up.url()).await?;
         let before = p.last_activity("/").await?;
         tick().await;
