@@ -75,7 +75,9 @@ config_section! {
         /// The database: `sqlite:///jupyterhub.sqlite` (relative to the working directory),
         /// `sqlite:////absolute/path.sqlite`, or
         /// `postgresql://user:password@host:5432/dbname`. The password is never shown by
-        /// `--show-config`.
+        /// `--show-config`. Pending schema migrations are applied at startup, after a
+        /// timestamped backup of a SQLite file (JupyterHub refuses to start and asks for
+        /// `upgrade-db`; see [running the hub](../howto/run-the-hub.md)).
         pub db_url: DbUrl = DbUrl::default_sqlite(),
         /// File holding the key that signs login cookies, as hex. Created with mode 0600 when
         /// missing; the hub refuses to start if group or others have any access to it.
@@ -303,7 +305,10 @@ config_section! {
         pub admin_users: BTreeSet<String> = BTreeSet::new(),
         /// Users allowed to log in. Admins are always allowed.
         pub allowed_users: BTreeSet<String> = BTreeSet::new(),
-        /// Users never allowed to log in, even when another rule allows them.
+        /// Users never allowed to log in, even when another rule allows them. They hold no
+        /// permissions from then on (their tokens and cookies stop working at once), and a
+        /// server of a blocked user found running when the hub starts is stopped (route, API
+        /// token and OAuth client removed).
         pub blocked_users: BTreeSet<String> = BTreeSet::new(),
         /// Whether everyone who authenticates may log in. Default: false for `pam`; for
         /// `dummy` and `shared-password`, true unless `allowed_users` is set.
