@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use daemon_support::pidfile::PidFile;
 use tokio::net::TcpListener;
 
 use crate::config::HubConfig;
@@ -68,10 +69,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let _pid_file = match &config.hub.pid_file {
-        Some(path) => Some(PidFile::write(path)?),
-        None => None,
-    };
+    // Removed when the hub ends, also when its startup fails.
+    let _pid_file =
+        match &config.hub.pid_file {
+            Some(path) => Some(PidFile::create(path).with_context(|| {
+                format!("writing the pid file {} (hub.pid_file)", path.display())
+            })?),
+            None => None,
+        };
     let db_url = config.hub.db_url.connection_url();
     // Pending migrations are applied at startup (JupyterHub refuses and asks for
     // `upgrade-db`), after the same backup `upgrade-db` writes of an existing SQLite file.
@@ -129,35 +134,6 @@ pub async fn run(
     match state.servers.fatal() {
         Some(reason) => result.and(Err(anyhow::anyhow!(reason))),
         None => result,
-    }
-}
-
-/// The hub's own pid file (`hub.pid_file`): written at startup, removed when the hub ends
-/// (also when its startup fails), unless another process has written its own pid there since.
-#[derive(Debug)]
-struct PidFile {
-    path: std::path::PathBuf,
-    pid: String,
-}
-
-impl PidFile {
-    fn write(path: &std::path::Path) -> anyhow::Result<Self> {
-        let pid = std::process::id().to_string();
-        std::fs::write(path, &pid)
-            .with_context(|| format!("writing the pid file {} (hub.pid_file)", path.display()))?;
-        Ok(PidFile {
-            path: path.to_owned(),
-            pid,
-        })
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let ours = std::fs::read_to_string(&self.path).is_ok_and(|text| text.trim() == self.pid);
-        if ours && let Err(e) = std::fs::remove_file(&self.path) {
-            tracing::warn!("removing the pid file {}: {e}", self.path.display());
-        }
     }
 }
 

@@ -2,10 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-/// Holds a written pid file; dropping it removes the file.
+/// Holds a written pid file; dropping it removes the file, unless another process has written
+/// its own pid there since (a second instance started meanwhile keeps its file).
 #[derive(Debug)]
 pub struct PidFile {
     path: PathBuf,
+    pid: String,
 }
 
 impl PidFile {
@@ -15,8 +17,9 @@ impl PidFile {
     /// When the file cannot be written.
     pub fn create(path: impl AsRef<Path>) -> std::io::Result<Self> {
         let path = path.as_ref().to_path_buf();
-        std::fs::write(&path, format!("{}\n", std::process::id()))?;
-        Ok(Self { path })
+        let pid = std::process::id().to_string();
+        std::fs::write(&path, format!("{pid}\n"))?;
+        Ok(Self { path, pid })
     }
 
     /// Where the file was written.
@@ -27,6 +30,10 @@ impl PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.path).is_ok_and(|text| text.trim() == self.pid);
+        if !ours {
+            return;
+        }
         if let Err(e) = std::fs::remove_file(&self.path) {
             tracing::warn!(path = %self.path.display(), error = %e, "could not remove pid file");
         }
@@ -46,5 +53,15 @@ mod tests {
         assert_eq!(text.trim(), std::process::id().to_string());
         drop(pid);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_file_rewritten_by_another_process_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.pid");
+        let pid = PidFile::create(&path).unwrap();
+        std::fs::write(&path, "1\n").unwrap();
+        drop(pid);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
     }
 }
