@@ -146,8 +146,8 @@ impl HashedToken {
     /// Whether `token` hashes to this value. The comparison is constant-time; its cost grows with
     /// `rounds`, so callers refuse over-long tokens first ([`is_candidate`]).
     ///
-    /// A match of a many-round hash is remembered (see [`VerifiedHashes`]), so a client using a
-    /// user-provided token pays for the rounds once, not on every request.
+    /// A match of a many-round hash is remembered (in a bounded set of digests), so a client
+    /// using a user-provided token pays for the rounds once, not on every request.
     pub fn verify(&self, token: &str) -> bool {
         let mut expected = [0u8; 64];
         if hex::decode_to_slice(&self.digest, &mut expected).is_err() {
