@@ -96,7 +96,7 @@ pub async fn check_allowed(state: &AppState, model: AuthModel) -> Result<Accepte
         set.iter()
             .any(|n| authenticator.normalize_username(n) == name)
     };
-    if normalized(&settings.blocked_users) {
+    if crate::access::is_blocked(state, &name) {
         tracing::warn!("refused login: {} is blocked", auth_pam::loggable(&name));
         return Err(LoginError::Invalid);
     }

@@ -268,6 +268,30 @@ fn filtered(query: &UserQuery) -> users::BoxedQuery<'static, MultiBackend> {
     q
 }
 
+/// Expands `$apply!(order)` with the ORDER BY of a [`UserSort`], one arm per order. Ties are
+/// broken by id. NULL sorts differently per backend: "never active" is made the smallest
+/// `last_activity` everywhere.
+macro_rules! by_sort {
+    ($sort:expr, $apply:ident) => {
+        match ($sort.key, $sort.descending) {
+            (UserSortKey::Id, false) => $apply!(users::id.asc()),
+            (UserSortKey::Id, true) => $apply!(users::id.desc()),
+            (UserSortKey::Name, false) => $apply!((users::name.asc(), users::id.asc())),
+            (UserSortKey::Name, true) => $apply!((users::name.desc(), users::id.desc())),
+            (UserSortKey::LastActivity, false) => $apply!((
+                users::last_activity.is_not_null().asc(),
+                users::last_activity.asc(),
+                users::id.asc(),
+            )),
+            (UserSortKey::LastActivity, true) => $apply!((
+                users::last_activity.is_null().asc(),
+                users::last_activity.desc(),
+                users::id.desc(),
+            )),
+        }
+    };
+}
+
 /// Lists users with JupyterHub's filters, sort and pagination; `total` counts all matches.
 pub fn list(conn: &mut DbConnection, query: &UserQuery) -> QueryResult<Page<User>> {
     if query.name_filter.is_none() && query.state.is_none() && query.only.is_none() {
@@ -275,23 +299,12 @@ pub fn list(conn: &mut DbConnection, query: &UserQuery) -> QueryResult<Page<User
     }
     let total = filtered(query).count().get_result(conn)?;
     let q = filtered(query);
-    let q = match (query.sort.key, query.sort.descending) {
-        (UserSortKey::Id, false) => q.order(users::id.asc()),
-        (UserSortKey::Id, true) => q.order(users::id.desc()),
-        (UserSortKey::Name, false) => q.order((users::name.asc(), users::id.asc())),
-        (UserSortKey::Name, true) => q.order((users::name.desc(), users::id.desc())),
-        // NULL sorts differently per backend; make "never active" the smallest value everywhere.
-        (UserSortKey::LastActivity, false) => q.order((
-            users::last_activity.is_not_null().asc(),
-            users::last_activity.asc(),
-            users::id.asc(),
-        )),
-        (UserSortKey::LastActivity, true) => q.order((
-            users::last_activity.is_null().asc(),
-            users::last_activity.desc(),
-            users::id.desc(),
-        )),
-    };
+    macro_rules! boxed {
+        ($order:expr) => {
+            q.order($order)
+        };
+    }
+    let q = by_sort!(query.sort, boxed);
     let items = q
         .offset(query.page.offset())
         .limit(query.page.limit())
@@ -311,46 +324,13 @@ fn list_unfiltered(
     let total = users::table.count().get_result(conn)?;
     let (offset, limit) = (page.offset(), page.limit());
     let all = users::table.select(User::as_select());
-    let items = match (sort.key, sort.descending) {
-        (UserSortKey::Id, false) => all
-            .order(users::id.asc())
-            .offset(offset)
-            .limit(limit)
-            .load(conn)?,
-        (UserSortKey::Id, true) => all
-            .order(users::id.desc())
-            .offset(offset)
-            .limit(limit)
-            .load(conn)?,
-        (UserSortKey::Name, false) => all
-            .order((users::name.asc(), users::id.asc()))
-            .offset(offset)
-            .limit(limit)
-            .load(conn)?,
-        (UserSortKey::Name, true) => all
-            .order((users::name.desc(), users::id.desc()))
-            .offset(offset)
-            .limit(limit)
-            .load(conn)?,
-        (UserSortKey::LastActivity, false) => all
-            .order((
-                users::last_activity.is_not_null().asc(),
-                users::last_activity.asc(),
-                users::id.asc(),
-            ))
-            .offset(offset)
-            .limit(limit)
-            .load(conn)?,
-        (UserSortKey::LastActivity, true) => all
-            .order((
-                users::last_activity.is_null().asc(),
-                users::last_activity.desc(),
-                users::id.desc(),
-            ))
-            .offset(offset)
-            .limit(limit)
-            .load(conn)?,
-    };
+    // Each order is a query of its own type, so that each is kept prepared.
+    macro_rules! sorted {
+        ($order:expr) => {
+            all.order($order).offset(offset).limit(limit).load(conn)?
+        };
+    }
+    let items = by_sort!(sort, sorted);
     Ok(Page { items, total })
 }
 
