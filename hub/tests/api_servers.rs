@@ -40,15 +40,7 @@ macro_rules! servers_test {
             #[allow(unused_imports)]
             use super::*;
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                run(Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                run(Backend::Postgres).await;
-            }
+            $crate::each_backend!(run);
 
             async fn run(backend: Backend) {
                 #[allow(unused_variables)]

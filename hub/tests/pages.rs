@@ -53,15 +53,7 @@ macro_rules! auth_test {
             #[allow(unused_imports)]
             use super::*;
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                run(Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                run(Backend::Postgres).await;
-            }
+            $crate::each_backend!(run);
 
             async fn run(backend: Backend) {
                 let $auth = Arc::new(CountingAuthenticator {
@@ -90,15 +82,7 @@ macro_rules! config_test {
             #[allow(unused_imports)]
             use super::*;
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                run(Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                run(Backend::Postgres).await;
-            }
+            $crate::each_backend!(run);
 
             async fn run(backend: Backend) {
                 let config: String = $config;
@@ -850,15 +834,7 @@ mod template_override {
         hub.stop().await;
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        run(Backend::Sqlite).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        run(Backend::Postgres).await;
-    }
+    crate::each_backend!(run);
 }
 
 // === a non-root base URL ===

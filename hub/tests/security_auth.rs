@@ -36,15 +36,7 @@ macro_rules! with_auth_test {
             #[allow(unused_imports)]
             use super::*;
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                run(Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                run(Backend::Postgres).await;
-            }
+            $crate::each_backend!(run);
 
             async fn run(backend: Backend) {
                 let auth: Arc<dyn Authenticator> = $auth;

@@ -32,46 +32,41 @@ pub enum Backend {
     Postgres,
 }
 
+/// Defines `sqlite` and `postgres`, the test run against each database: each calls
+/// `$run(backend).await`. For the test macros of a file that starts its hub in a way of its own.
+#[macro_export]
+macro_rules! each_backend {
+    ($run:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn sqlite() {
+            $run($crate::common::Backend::Sqlite).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn postgres() {
+            $run($crate::common::Backend::Postgres).await;
+        }
+    };
+}
+
 /// Defines an async test for both databases.
 #[macro_export]
 macro_rules! hub_test {
     ($name:ident, |$hub:ident| $body:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let owned =
-                    $crate::common::TestHub::start($crate::common::Backend::Sqlite, "").await;
-                {
-                    let $hub = &owned;
-                    $body.await;
-                }
-                owned.stop().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let owned =
-                    $crate::common::TestHub::start($crate::common::Backend::Postgres, "").await;
-                {
-                    let $hub = &owned;
-                    $body.await;
-                }
-                owned.stop().await;
-            }
-        }
+        $crate::hub_test!($name, config = "", |$hub| $body);
     };
     ($name:ident, config = $config:expr, |$hub:ident| $body:expr) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let owned =
-                    $crate::common::TestHub::start($crate::common::Backend::Sqlite, $config).await;
+            #[allow(
+                clippy::unwrap_used,
+                clippy::expect_used,
+                reason = "the body of a test: a panic is a clear failure"
+            )]
+            async fn run(backend: $crate::common::Backend) {
+                let owned = $crate::common::TestHub::start(backend, $config).await;
                 {
                     let $hub = &owned;
                     $body.await;
@@ -79,17 +74,7 @@ macro_rules! hub_test {
                 owned.stop().await;
             }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let owned =
-                    $crate::common::TestHub::start($crate::common::Backend::Postgres, $config)
-                        .await;
-                {
-                    let $hub = &owned;
-                    $body.await;
-                }
-                owned.stop().await;
-            }
+            $crate::each_backend!(run);
         }
     };
 }
