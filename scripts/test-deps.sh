@@ -39,12 +39,14 @@ log() { printf '[test-deps] %s\n' "$*"; }
 #   libssl-dev pkg-config
 #                    OpenSSL's headers, found with pkg-config, for the libpq that the hub
 #                    builds from source (TLS to PostgreSQL)
+#   g++              the C++ compiler that builds libFuzzer for scripts/fuzz.sh (CI runs it
+#                    after the tests)
 #   python3.11-venv  the system Python 3.11 with venv and ensurepip, for the single-user venv
 #                    (a system interpreter, so that the test users' servers can run it)
 #   chromium chromium-driver
 #                    headless Chromium and its WebDriver, for the hub's browser tests
 #                    (hub/tests/browser_*.rs)
-APT_PACKAGES=(libpam0g-dev libssl-dev pkg-config python3.11-venv chromium chromium-driver)
+APT_PACKAGES=(libpam0g-dev libssl-dev pkg-config g++ python3.11-venv chromium chromium-driver)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
