@@ -173,6 +173,11 @@ pub struct Cli {
     /// Keep-alive idle timeout (ms) of the public server.
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub keep_alive_timeout: u64,
+    /// Write to each connection as soon as a response or request is ready, instead of sending
+    /// each round's writes together through io_uring (not in configurable-http-proxy). Without
+    /// io_uring in the kernel, the proxy does this anyway.
+    #[arg(long)]
+    pub no_io_uring: bool,
     /// Not supported: routes are kept in memory. Given a value, the proxy refuses to start.
     #[arg(long, value_name = "NAME")]
     pub storage_backend: Option<String>,
@@ -219,6 +224,8 @@ pub struct Config {
     pub proxy_timeout: Option<Duration>,
     pub keep_alive_timeout: Duration,
     pub auth_token: Option<String>,
+    /// Send each round's writes together through io_uring when the kernel allows it.
+    pub io_uring: bool,
 }
 
 /// A configuration error, shown to the operator before exiting with status 1.
@@ -423,6 +430,7 @@ impl Cli {
             proxy_timeout: ms(self.proxy_timeout),
             keep_alive_timeout: Duration::from_millis(self.keep_alive_timeout.max(1)),
             auth_token: auth_token.filter(|t| !t.is_empty()),
+            io_uring: !self.no_io_uring,
         })
     }
 }

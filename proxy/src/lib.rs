@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use daemon_support::batched::Batcher;
 use daemon_support::listen::{ConnInfo, HttpOptions, Listener, serve};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -66,6 +67,9 @@ pub struct Shared {
     pub errors: ErrorPages,
     pub options: ForwardOptions,
     pub auth_token: Option<String>,
+    /// Sends the writes of the public port's and the targets' TCP connections once per round;
+    /// `None` without io_uring.
+    pub batcher: Option<Batcher>,
 }
 
 impl Shared {
@@ -79,10 +83,19 @@ impl Shared {
             .build()
             .context("client TLS (--client-ssl-*)")?;
         let secs = config.keep_alive_timeout.as_secs().max(1);
+        let batcher = if config.io_uring {
+            Batcher::new()
+                .inspect_err(|e| {
+                    tracing::info!("io_uring unavailable ({e}); writing to each socket directly");
+                })
+                .ok()
+        } else {
+            None
+        };
         let shared = Self {
             routes: RouteTable::default(),
             metrics: Arc::new(Metrics::default()),
-            upstream: Upstream::new(client_tls),
+            upstream: Upstream::new(client_tls, batcher.clone()),
             errors: ErrorPages {
                 target: config.error_target.clone(),
                 dir: config.error_path.clone(),
@@ -102,6 +115,7 @@ impl Shared {
                     .unwrap_or(HeaderValue::from_static("timeout=5")),
             },
             auth_token: config.auth_token.clone(),
+            batcher,
         };
         if let Some(default) = &config.default_target {
             let target = Target::parse(default).context("--default-target")?;
@@ -210,6 +224,7 @@ pub async fn run(
     };
     let public_options = HttpOptions {
         header_timeout: config.keep_alive_timeout,
+        batcher: shared.batcher.clone(),
         ..HttpOptions::default()
     };
     let mut tasks = tokio::task::JoinSet::new();

@@ -11,12 +11,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use daemon_support::batched::{BatchedStream, Batcher};
 use http::{Request, Response, Uri};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::activity::RequestActivity;
@@ -28,13 +29,13 @@ pub type UpstreamBody = Either<http_forward::body::Tapped<Incoming, RequestActiv
 /// The clients toward targets.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    tcp: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    tcp: Client<HttpsConnector<TcpConnector>, UpstreamBody>,
     unix: Client<UnixConnector, UpstreamBody>,
 }
 
 impl Upstream {
     /// Clients using `tls` toward `https://` targets.
-    pub fn new(tls: rustls::ClientConfig) -> Self {
+    pub fn new(tls: rustls::ClientConfig, batcher: Option<Batcher>) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -44,7 +45,7 @@ impl Upstream {
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http);
+            .wrap_connector(TcpConnector { http, batcher });
         let builder = || {
             let mut b = Client::builder(TokioExecutor::new());
             b.pool_idle_timeout(Duration::from_secs(30))
@@ -86,6 +87,103 @@ impl Upstream {
             req.headers_mut().insert(http::header::HOST, v);
         }
         self.send(transport, req).await
+    }
+}
+
+/// Connects over TCP like [`HttpConnector`], with writes sent through a [`Batcher`] if given.
+#[derive(Debug, Clone)]
+pub struct TcpConnector {
+    http: HttpConnector,
+    batcher: Option<Batcher>,
+}
+
+impl tower_service::Service<Uri> for TcpConnector {
+    type Response = TcpIo;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn Future<Output = Result<TcpIo, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.http.call(uri);
+        let batcher = self.batcher.clone();
+        Box::pin(async move {
+            let tcp = connecting.await?;
+            Ok(match batcher {
+                Some(b) => TcpIo::Batched(TokioIo::new(b.tcp(tcp.into_inner())?)),
+                None => TcpIo::Direct(tcp),
+            })
+        })
+    }
+}
+
+/// A TCP connection to a target.
+#[derive(Debug)]
+pub enum TcpIo {
+    /// Writes go out as they come.
+    Direct(TokioIo<tokio::net::TcpStream>),
+    /// Writes go out once per round (see [`daemon_support::batched`]).
+    Batched(TokioIo<BatchedStream>),
+}
+
+impl Connection for TcpIo {
+    fn connected(&self) -> Connected {
+        match self {
+            Self::Direct(io) => io.connected(),
+            Self::Batched(_) => Connected::new(),
+        }
+    }
+}
+
+/// Calls `$method` on whichever connection `$io` (a pinned `TcpIo`) holds.
+macro_rules! either_io {
+    ($io:expr, $method:ident ( $($arg:expr),* )) => {
+        match $io.get_mut() {
+            TcpIo::Direct(io) => Pin::new(io).$method($($arg),*),
+            TcpIo::Batched(io) => Pin::new(io).$method($($arg),*),
+        }
+    };
+}
+
+impl hyper::rt::Read for TcpIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        either_io!(self, poll_read(cx, buf))
+    }
+}
+
+impl hyper::rt::Write for TcpIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        either_io!(self, poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        either_io!(self, poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        either_io!(self, poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        either_io!(self, poll_shutdown(cx))
     }
 }
 

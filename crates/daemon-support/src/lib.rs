@@ -7,6 +7,7 @@
 //! - [`listen`]: TCP or unix-socket listeners and the one accept loop every daemon serves with.
 //! - [`memory`]: allocator settings that keep a daemon's resident memory near its working set.
 
+pub mod batched;
 pub mod listen;
 pub mod logging;
 pub mod memory;

@@ -136,6 +136,9 @@ pub struct HttpOptions {
     pub tls_handshake_timeout: Duration,
     /// How long open requests may run on after shutdown begins.
     pub drain_timeout: Duration,
+    /// Sends the writes of TCP connections in batches, once per round of the scheduler
+    /// (see [`crate::batched`]); `None` writes each one as it comes.
+    pub batcher: Option<crate::batched::Batcher>,
 }
 
 impl Default for HttpOptions {
@@ -145,6 +148,7 @@ impl Default for HttpOptions {
             max_header_size: 16 * 1024,
             tls_handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            batcher: None,
         }
     }
 }
@@ -203,7 +207,7 @@ pub async fn serve<M, S, B>(
     loop {
         let accepted = tokio::select! {
             () = &mut shutdown => break,
-            accepted = accept(&listener) => accepted,
+            accepted = accept(&listener, options.batcher.as_ref()) => accepted,
         };
         let (stream, peer, local) = match accepted {
             Ok(accepted) => accepted,
@@ -289,13 +293,18 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
 async fn accept(
     listener: &Listener,
+    batcher: Option<&crate::batched::Batcher>,
 ) -> std::io::Result<(Box<dyn Stream>, Option<SocketAddr>, Option<SocketAddr>)> {
     match listener {
         Listener::Tcp(l) => {
             let (stream, peer) = l.accept().await?;
             let _ = stream.set_nodelay(true);
             let local = stream.local_addr().ok();
-            Ok((Box::new(stream), Some(peer), local))
+            let stream: Box<dyn Stream> = match batcher {
+                Some(b) => Box::new(b.tcp(stream)?),
+                None => Box::new(stream),
+            };
+            Ok((stream, Some(peer), local))
         }
         Listener::Unix(l, _) => {
             let (stream, _) = l.accept().await?;
