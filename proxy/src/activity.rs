@@ -10,6 +10,7 @@ use http_forward::body::BodyTap;
 
 use crate::metrics::Metrics;
 use crate::routes::Route;
+use crate::upstream::Lease;
 
 /// Touches a route and times it for the `last_activity_updating` metric.
 #[derive(Debug, Clone)]
@@ -42,14 +43,21 @@ impl BodyTap for RequestActivity {
     }
 }
 
-/// Response bodies: the end of a successful (< 300) response counts.
+/// Response bodies: the end of a successful (< 300) response counts. The end also gives the
+/// connection it came on back to its route.
 #[derive(Debug)]
-pub struct ResponseActivity(pub Option<Activity>);
+pub struct ResponseActivity {
+    pub activity: Option<Activity>,
+    pub lease: Option<Lease>,
+}
 
 impl BodyTap for ResponseActivity {
     fn end(&mut self) {
-        if let Some(a) = &self.0 {
+        if let Some(a) = &self.activity {
             a.touch();
+        }
+        if let Some(lease) = &mut self.lease {
+            lease.release();
         }
     }
 }

@@ -140,7 +140,8 @@ pub async fn handle(
         }
     };
 
-    let sent = shared.upstream.send(&route.target.transport, upstream_req);
+    // An upgraded connection is not reused: websockets go through hyper's pool.
+    let sent = shared.upstream.send_to(&route, upstream_req, !websocket);
     let opts = &shared.options;
     let result = if websocket {
         sent.await
@@ -154,13 +155,13 @@ pub async fn handle(
             () = sleep_or_never(opts.timeout) => return Err(Dropped),
         }
     };
-    let mut resp = match result {
-        Ok(resp) => resp,
+    let (mut resp, lease) = match result {
+        Ok(sent) => sent,
         Err(e) => {
             tracing::error!(
                 "503 {error_path} -> {}: {}",
                 target_display(&route),
-                error_chain(&e)
+                error_chain(&*e)
             );
             return Ok(error_for(
                 &shared,
@@ -229,7 +230,10 @@ pub async fn handle(
             .headers
             .insert("keep-alive", opts.keep_alive_header.clone());
     }
-    let tap = ResponseActivity((status.as_u16() < 300).then_some(activity));
+    let tap = ResponseActivity {
+        activity: (status.as_u16() < 300).then_some(activity),
+        lease,
+    };
     Ok(Response::from_parts(
         parts,
         ProxyBody::Upstream {

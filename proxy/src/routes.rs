@@ -123,6 +123,8 @@ pub struct Route {
     /// The posted JSON object (plus `host` with host routing), without `last_activity`.
     data: Box<str>,
     last_activity: AtomicI64,
+    /// Idle connections to `target`, for the next requests.
+    pub idle: crate::upstream::IdleConns,
 }
 
 impl Route {
@@ -133,6 +135,7 @@ impl Route {
             target,
             data,
             last_activity: AtomicI64::new(time::now_ms()),
+            idle: crate::upstream::IdleConns::default(),
         }
     }
 

@@ -1115,6 +1115,70 @@ mod proxy {
     }
 
     #[tokio::test]
+    async fn target_connections_are_reused_across_requests_and_clients() -> TestResult {
+        let up = echo("default").await;
+        let p = with_default(&up).await;
+        // One client connection per request (`Connection: close`) ...
+        for i in 0..20 {
+            assert_eq!(url(&p.get_echo(&format!("/c{i}")).await?), format!("/c{i}"));
+        }
+        // ... and many requests on one keep-alive connection.
+        let mut conn = Conn::tcp(p.port()).await?;
+        for i in 0..20 {
+            let resp = conn
+                .exchange(&RawRequest::get(&format!("/k{i}")).keep_alive())
+                .await?;
+            assert_eq!(url(&resp.json()?), format!("/k{i}"));
+        }
+        assert_eq!(
+            up.accepted_connections(),
+            1,
+            "every request should reuse the first connection to the target"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_target_closing_idle_connections_costs_no_request() -> TestResult {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        // A target that answers one request per connection, keeps it alive in name, and closes
+        // it 30 ms later, as servers with a short keep-alive timeout do.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                });
+            }
+        });
+        let p = start(Proxy::ours().default_target(&format!("http://127.0.0.1:{port}"))).await;
+        for i in 0..10 {
+            let resp = p.get(&format!("/r{i}")).await?;
+            assert_eq!(resp.status, 200, "request {i}: {resp:?}");
+            assert_eq!(resp.body, b"ok");
+            tokio::time::sleep(Duration::from_millis(80)).await;
+        }
+        server.abort();
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 10);
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn target_path_is_prepended() -> TestResult {
         let up = echo("t").await;
         let p = start(Proxy::ours()).await;
