@@ -225,7 +225,8 @@ impl Upstream {
         let authority = &route.target.authority;
         let (mut conn, reused) = match route.idle.take() {
             Some(conn) => (conn, true),
-            None => (self.connect(authority).await?, false),
+            // Boxed: connecting is rare, and its state would otherwise enlarge every request's.
+            None => (Box::pin(self.connect(authority)).await?, false),
         };
         conn.clock.busy();
         let resp = match conn.sender.try_send_request(req).await {
@@ -234,7 +235,7 @@ impl Upstream {
                 // The idle connection closed before the request went out (targets close idle
                 // connections too): once more on a new one.
                 Some(req) if reused => {
-                    conn = self.connect(authority).await?;
+                    conn = Box::pin(self.connect(authority)).await?;
                     conn.clock.busy();
                     conn.sender.send_request(req).await?
                 }
