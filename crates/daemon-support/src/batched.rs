@@ -255,6 +255,10 @@ impl Shared {
 impl Ring {
     fn send(&mut self, conns: Vec<Arc<Conn>>) {
         for conn in conns {
+            // A full submission queue goes out first; `user_data` below counts from there.
+            if self.uring.submission().is_full() {
+                self.complete();
+            }
             let entry = {
                 let mut state = lock(&conn.state);
                 let state = &mut *state;
@@ -277,9 +281,6 @@ impl Ring {
                 .build()
                 .user_data(self.sending.len() as u64)
             };
-            if self.uring.submission().is_full() {
-                self.complete();
-            }
             #[allow(
                 unsafe_code,
                 reason = "the kernel reads `sending` until the completion is reaped"
@@ -316,13 +317,13 @@ impl Ring {
                 return;
             }
             for cqe in self.uring.completion() {
+                reaped += 1;
                 let Some(conn) = usize::try_from(cqe.user_data())
                     .ok()
                     .and_then(|i| self.sending.get(i))
                 else {
                     continue;
                 };
-                reaped += 1;
                 if conn.sent(cqe.result()) {
                     self.blocked.push(conn.clone());
                 }
@@ -668,6 +669,32 @@ mod tests {
             1,
             "twenty writes of one round, one flush"
         );
+    }
+
+    #[tokio::test]
+    async fn a_round_with_more_sockets_than_ring_entries() {
+        let batcher = Batcher::new().unwrap();
+        let n = RING_ENTRIES as usize * 2 + 3;
+        let mut pairs = Vec::new();
+        for _ in 0..n {
+            pairs.push(pair(&batcher).await);
+        }
+        for (i, (ours, _)) in pairs.iter_mut().enumerate() {
+            ours.write_all(format!("socket {i}").as_bytes())
+                .await
+                .unwrap();
+        }
+        let all = async {
+            for (i, (_, theirs)) in pairs.iter_mut().enumerate() {
+                let expected = format!("socket {i}");
+                let mut got = vec![0; expected.len()];
+                theirs.read_exact(&mut got).await.unwrap();
+                assert_eq!(got, expected.as_bytes());
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .expect("every socket got its bytes");
     }
 
     #[tokio::test]
