@@ -12,8 +12,8 @@
 //! them and answers them in one go; the proxy also makes one system call instead of many.
 //!
 //! What the owner of a stream sees:
-//! - `poll_write` queues the bytes and reports them written; past [`QUEUE_LIMIT`] queued bytes
-//!   it waits. The bytes reach the socket at the end of the round, in order.
+//! - `poll_write` queues the bytes and reports them written, up to [`QUEUE_LIMIT`] queued
+//!   bytes; with a full queue it waits. The bytes reach the socket at the end of the round, in order.
 //! - When the socket's buffer is full, the flusher waits for it to drain and writes the rest
 //!   itself; meanwhile `poll_flush` waits.
 //! - `poll_shutdown` waits until every queued byte is sent, then shuts the write side down.
@@ -36,6 +36,10 @@ use tokio::sync::Notify;
 
 /// Bytes a stream may have queued before `poll_write` waits for them to be sent.
 pub const QUEUE_LIMIT: usize = 64 * 1024;
+
+/// Buffer capacity an idle stream keeps; more is given back once its bytes are sent, so that
+/// idle connections do not hold the memory of a large response they once carried.
+const KEPT_CAPACITY: usize = 16 * 1024;
 
 /// Submission queue entries of the ring: a round with more sockets takes several calls.
 const RING_ENTRIES: u32 = 256;
@@ -414,6 +418,7 @@ impl Conn {
         };
         if sent == state.sending.len() {
             state.sending.clear();
+            state.sending.shrink_to(KEPT_CAPACITY);
             // Bytes written while this send was out go in the next round.
             if !state.queued.is_empty() && !state.scheduled {
                 state.scheduled = true;
@@ -469,6 +474,9 @@ impl Conn {
             match guard.try_io(|io| io.get_ref().write(&state.queued)) {
                 Ok(Ok(n)) => {
                     state.queued.drain(..n);
+                    if state.queued.is_empty() {
+                        state.queued.shrink_to(KEPT_CAPACITY);
+                    }
                 }
                 Ok(Err(e)) => state.set_error(&e),
                 Err(_would_block) => {}
@@ -558,10 +566,16 @@ impl AsyncWrite for BatchedStream {
             state.set_waker(cx);
             return Poll::Pending;
         }
+        // Take what fits, so that the queue never holds much more than the limit.
+        let room = QUEUE_LIMIT - state.queued.len();
         let mut n = 0;
         for b in bufs {
-            state.queued.extend_from_slice(b);
-            n += b.len();
+            let take = b.len().min(room - n);
+            state.queued.extend_from_slice(&b[..take]);
+            n += take;
+            if n == room {
+                break;
+            }
         }
         if n > 0 && !state.blocked && !state.scheduled && !state.in_ring {
             state.scheduled = true;
@@ -741,7 +755,7 @@ mod tests {
         .await;
         assert!(stalled.is_err(), "writes must wait once the queue is full");
         let queued = lock(&ours.conn.state).queued.len();
-        assert!(queued <= 2 * QUEUE_LIMIT, "queue grew to {queued} bytes");
+        assert!(queued <= QUEUE_LIMIT, "queue grew to {queued} bytes");
     }
 
     #[tokio::test]
