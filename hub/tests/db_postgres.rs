@@ -44,7 +44,8 @@ fn server_url() -> &'static str {
 }
 
 fn start_local_server() -> String {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     let script = std::env::var_os("JHRS_PG_SCRIPT")
         .map(PathBuf::from)
         .or_else(|| {

@@ -55,9 +55,10 @@ services = ["culler"]
 fn venv() -> PathBuf {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
     VENV.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/python-test-env.sh");
+        let path = common::manifest_dir().join("../scripts/python-test-env.sh");
+        let script = path.display();
         let out = std::process::Command::new("bash")
-            .arg(script)
+            .arg(&path)
             .arg("test")
             .env("CI", "true")
             .stdin(Stdio::null())

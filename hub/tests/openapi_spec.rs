@@ -4,7 +4,7 @@
 //! against the paths and operations of the OpenAPI document.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use axum::routing::{MethodFilter, on};
 use http::Method;
@@ -20,7 +20,8 @@ const METHODS: [Method; 6] = [
 ];
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .parent()
         .expect("the hub crate is in the workspace")
         .to_path_buf()

@@ -43,7 +43,14 @@ fn binary(flavor: Flavor) -> PathBuf {
                 .unwrap_or_else(|| {
                     std::env::var_os("CARGO_TARGET_DIR")
                         .map(PathBuf::from)
-                        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+                        .unwrap_or_else(|| {
+                            std::env::var_os("CARGO_MANIFEST_DIR")
+                                .map_or_else(
+                                    || PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+                                    PathBuf::from,
+                                )
+                                .join("../target")
+                        })
                         .join("debug/chp-proxy")
                 }),
             "build it first: cargo build -p chp-proxy (or set CHP_PROXY_BIN)",

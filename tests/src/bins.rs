@@ -10,7 +10,11 @@ fn env_path(name: &str) -> Option<OsString> {
 
 /// The workspace root (the parent of this package's directory).
 pub fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The package directory at run time, not at build time: this library may come from a build
+    // in another checkout of the workspace.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let manifest = manifest.as_path();
     manifest
         .parent()
         .map(Path::to_path_buf)

@@ -1784,7 +1784,7 @@ struct PrivatePostgres {
 
 impl PrivatePostgres {
     fn script() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres-test-server.sh")
+        bins::workspace_root().join("scripts/postgres-test-server.sh")
     }
 
     fn run(&self, action: &str) -> anyhow::Result<String> {

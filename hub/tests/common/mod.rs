@@ -85,10 +85,7 @@ fn postgres_server_url() -> String {
         if let Ok(url) = std::env::var("JHRS_TEST_POSTGRES_URL") {
             return url;
         }
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../scripts/postgres-test-server.sh"
-        );
+        let script = manifest_dir().join("../scripts/postgres-test-server.sh");
         let out = std::process::Command::new("bash")
             .arg(script)
             .arg("start")
@@ -776,4 +773,13 @@ impl TestHub {
     pub async fn get_page(&self, path: &str, cookie: Option<&str>) -> PageResponse {
         self.page(Method::GET, path, cookie, None, &[]).await
     }
+}
+
+/// This package's directory at run time (not at build time: the test binary may come from a
+/// build in another checkout of the workspace).
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        std::path::PathBuf::from,
+    )
 }

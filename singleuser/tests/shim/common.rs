@@ -26,7 +26,8 @@ pub const SHIM: &str = env!("CARGO_BIN_EXE_singleuser-auth-shim");
 
 /// The test app's source.
 pub fn echo_app() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("tests/support/echo_app.py")
         .display()
         .to_string()

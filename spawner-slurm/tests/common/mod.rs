@@ -26,12 +26,10 @@ pub fn cluster() {
                 .with_test_writer()
                 .try_init();
         }
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../scripts/slurm-test-cluster.sh"
-        );
+        let script = manifest_dir().join("../scripts/slurm-test-cluster.sh");
         let out = std::process::Command::new("bash")
-            .args([script, "start"])
+            .arg(&script)
+            .arg("start")
             .output()
             .expect("run scripts/slurm-test-cluster.sh");
         assert!(
@@ -427,4 +425,13 @@ impl Drop for TempUser {
             .args(["-f", "-r", &self.name])
             .output();
     }
+}
+
+/// This package's directory at run time (not at build time: the test binary may come from a
+/// build in another checkout of the workspace).
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        std::path::PathBuf::from,
+    )
 }
