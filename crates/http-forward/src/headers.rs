@@ -48,6 +48,20 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 /// Removes hop-by-hop headers. With `keep_upgrade`, `Connection: upgrade` and `Upgrade` are
 /// kept so that a websocket handshake can pass through.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of them: one pass over the few names present is cheaper than a
+    // hashed removal for each hop-by-hop name.
+    if headers
+        .keys()
+        .any(|n| n == header::UPGRADE || HOP_BY_HOP.contains(n))
+    {
+        remove_present_hop_by_hop(headers, keep_upgrade);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn remove_present_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Headers named by Connection are hop-by-hop too.
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
@@ -65,9 +79,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    if !keep_upgrade {
         headers.remove(header::UPGRADE);
     }
 }
@@ -116,6 +128,12 @@ impl Forwarded<'_> {
 }
 
 fn append(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    if !headers.contains_key(name) {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name.clone(), v);
+        }
+        return;
+    }
     let existing: Vec<&str> = headers
         .get_all(name)
         .iter()
@@ -176,6 +194,32 @@ mod tests {
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            let mut h = HeaderMap::new();
+            h.insert("x-kept", HeaderValue::from_static("1"));
+            h.insert(name.clone(), HeaderValue::from_static("x"));
+            remove_hop_by_hop(&mut h, false);
+            assert_eq!(h.len(), 1, "{name} kept");
+            assert!(h.contains_key("x-kept"));
+        }
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_headers_are_unchanged() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let before = h.clone();
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
+        // A websocket request still gets its `Connection: upgrade`.
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h.len(), 3);
     }
 
     #[test]
