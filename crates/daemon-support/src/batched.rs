@@ -1,8 +1,9 @@
 //! Sockets whose writes leave together, once per round of the scheduler, through io_uring.
 //!
 //! A [`BatchedStream`] copies what it is given into a queue of its own and returns at once. At
-//! the end of the current round of tasks, one flusher task hands the queues of every socket
-//! written to in that round to the kernel in a single `io_uring_enter`.
+//! the end of the current round of tasks, a flusher task hands the queues of every socket
+//! written to in that round to the kernel in a single `io_uring_enter`. (Each [`Batcher`] shard
+//! has its own ring and flusher, so that several runtime workers can send at once.)
 //!
 //! Why: a proxy that shares a core with its backend (the hub, chp-proxy and the users' servers
 //! on one machine) wakes the backend with each write, and the scheduler usually runs the woken
@@ -85,10 +86,14 @@ impl Socket {
 
 /// Gathers the writes of many [`BatchedStream`]s and sends them once per round.
 ///
-/// Cheap to clone. Its flusher task ends once every clone and every stream is gone.
+/// It has one ring and one flusher task per CPU the process may run on (shards), and deals
+/// new streams out to them in turn, so that sending is spread over the runtime's workers.
+///
+/// Cheap to clone. Its flusher tasks end once every clone and every stream is gone.
 #[derive(Debug, Clone)]
 pub struct Batcher {
-    shared: Arc<Shared>,
+    shards: Arc<[Arc<Shared>]>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Debug)]
@@ -129,27 +134,47 @@ impl Batcher {
     /// # Panics
     /// Outside a tokio runtime.
     pub fn new() -> io::Result<Self> {
-        let uring = io_uring::IoUring::new(RING_ENTRIES)?;
-        let shared = Arc::new(Shared {
-            scheduled: Mutex::new(Vec::new()),
-            rounds: std::sync::atomic::AtomicU64::new(0),
-            wake: Arc::new(Notify::new()),
-            ring: Mutex::new(Ring {
-                uring,
-                sending: Vec::new(),
-                blocked: Vec::new(),
-            }),
-        });
-        tokio::spawn(flusher(Arc::downgrade(&shared), shared.wake.clone()));
-        Ok(Self { shared })
+        Self::with_shards(std::thread::available_parallelism().map_or(1, usize::from))
     }
 
-    /// How many rounds of writes have been flushed (each one `io_uring_enter` for up to 256
-    /// sockets).
+    /// A batcher with `shards` rings and flusher tasks (at least one).
+    ///
+    /// # Errors
+    /// As [`Batcher::new`].
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn with_shards(shards: usize) -> io::Result<Self> {
+        let shards = (0..shards.max(1))
+            .map(|_| {
+                let uring = io_uring::IoUring::new(RING_ENTRIES)?;
+                let shared = Arc::new(Shared {
+                    scheduled: Mutex::new(Vec::new()),
+                    rounds: std::sync::atomic::AtomicU64::new(0),
+                    wake: Arc::new(Notify::new()),
+                    ring: Mutex::new(Ring {
+                        uring,
+                        sending: Vec::new(),
+                        blocked: Vec::new(),
+                    }),
+                });
+                tokio::spawn(flusher(Arc::downgrade(&shared), shared.wake.clone()));
+                Ok(shared)
+            })
+            .collect::<io::Result<Arc<[_]>>>()?;
+        Ok(Self {
+            shards,
+            next: Arc::default(),
+        })
+    }
+
+    /// How many rounds of writes have been flushed, over all shards (each round one
+    /// `io_uring_enter` per 256 sockets).
     pub fn rounds(&self) -> u64 {
-        self.shared
-            .rounds
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.shards
+            .iter()
+            .map(|s| s.rounds.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
     }
 
     /// Wraps a connected, non-blocking socket.
@@ -164,11 +189,12 @@ impl Batcher {
             AsyncFd::register_with_interest(socket, Interest::READABLE | Interest::WRITABLE)
         }
         .map_err(io::Error::from)?;
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(BatchedStream {
             conn: Arc::new(Conn {
                 io,
                 state: Mutex::new(State::default()),
-                batcher: self.shared.clone(),
+                batcher: self.shards[turn % self.shards.len()].clone(),
             }),
         })
     }
@@ -659,7 +685,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_round_of_writes_to_many_sockets_is_one_flush() {
-        let batcher = Batcher::new().unwrap();
+        let batcher = Batcher::with_shards(1).unwrap();
         let mut pairs = Vec::new();
         for _ in 0..20 {
             pairs.push(pair(&batcher).await);
@@ -817,7 +843,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_echoes_on_a_threaded_runtime() {
-        let batcher = Batcher::new().unwrap();
+        let batcher = Batcher::with_shards(3).unwrap();
         let mut tasks = tokio::task::JoinSet::new();
         for seed in 0..32u8 {
             let (ours, theirs) = pair(&batcher).await;
