@@ -26,7 +26,8 @@
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice, Write as _};
-use std::os::fd::{AsRawFd, RawFd};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker, ready};
@@ -45,42 +46,11 @@ const KEPT_CAPACITY: usize = 16 * 1024;
 /// Submission queue entries of the ring: a round with more sockets takes several calls.
 const RING_ENTRIES: u32 = 256;
 
-/// The socket under a [`BatchedStream`].
-#[derive(Debug)]
-pub enum Socket {
-    /// A TCP connection.
-    Tcp(std::net::TcpStream),
-    /// A unix-socket connection.
-    Unix(std::os::unix::net::UnixStream),
-}
-
-impl AsRawFd for Socket {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Self::Tcp(s) => s.as_raw_fd(),
-            Self::Unix(s) => s.as_raw_fd(),
-        }
-    }
-}
-
-impl Socket {
-    fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Self::Tcp(s) => (&*s).write(buf),
-            Self::Unix(s) => (&*s).write(buf),
-        }
-    }
-
-    fn shutdown_write(&self) -> io::Result<()> {
-        let r = match self {
-            Self::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
-            Self::Unix(s) => s.shutdown(std::net::Shutdown::Write),
-        };
-        // A peer that already closed has nothing left to be told.
-        match r {
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            r => r,
-        }
+/// Shuts down the write side of `socket`; a peer that already closed needs no telling.
+fn shutdown_write(socket: &TcpStream) -> io::Result<()> {
+    match socket.shutdown(std::net::Shutdown::Write) {
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+        r => r,
     }
 }
 
@@ -177,14 +147,15 @@ impl Batcher {
             .sum()
     }
 
-    /// Wraps a connected, non-blocking socket.
+    /// Wraps a connected tokio TCP stream.
     ///
     /// # Errors
-    /// When the socket cannot be registered with the reactor.
-    pub fn stream(&self, socket: Socket) -> io::Result<BatchedStream> {
+    /// When the socket cannot be moved to the new registration.
+    pub fn tcp(&self, stream: tokio::net::TcpStream) -> io::Result<BatchedStream> {
+        let socket = stream.into_std()?;
         #[allow(unsafe_code, reason = "registering an owned socket with the reactor")]
-        // SAFETY: `Socket` owns its descriptor, keeps it open for as long as it lives and always
-        // returns the same one from `as_raw_fd`.
+        // SAFETY: the `TcpStream` owns its descriptor, keeps it open for as long as it lives
+        // and always returns the same one from `as_raw_fd`.
         let io = unsafe {
             AsyncFd::register_with_interest(socket, Interest::READABLE | Interest::WRITABLE)
         }
@@ -197,22 +168,6 @@ impl Batcher {
                 batcher: self.shards[turn % self.shards.len()].clone(),
             }),
         })
-    }
-
-    /// Wraps a tokio TCP stream.
-    ///
-    /// # Errors
-    /// When the socket cannot be moved to the new registration.
-    pub fn tcp(&self, stream: tokio::net::TcpStream) -> io::Result<BatchedStream> {
-        self.stream(Socket::Tcp(stream.into_std()?))
-    }
-
-    /// Wraps a tokio unix stream.
-    ///
-    /// # Errors
-    /// When the socket cannot be moved to the new registration.
-    pub fn unix(&self, stream: tokio::net::UnixStream) -> io::Result<BatchedStream> {
-        self.stream(Socket::Unix(stream.into_std()?))
     }
 }
 
@@ -371,7 +326,7 @@ impl Ring {
 
 #[derive(Debug)]
 struct Conn {
-    io: AsyncFd<Socket>,
+    io: AsyncFd<TcpStream>,
     state: Mutex<State>,
     batcher: Arc<Shared>,
 }
@@ -521,13 +476,6 @@ pub struct BatchedStream {
     conn: Arc<Conn>,
 }
 
-impl BatchedStream {
-    /// The socket.
-    pub fn socket(&self) -> &Socket {
-        self.conn.io.get_ref()
-    }
-}
-
 impl Drop for BatchedStream {
     fn drop(&mut self) {
         // A scheduled queue still goes out with the round; a blocked one is given up.
@@ -637,7 +585,7 @@ impl AsyncWrite for BatchedStream {
             return Poll::Pending;
         }
         drop(state);
-        Poll::Ready(self.conn.io.get_ref().shutdown_write())
+        Poll::Ready(shutdown_write(self.conn.io.get_ref()))
     }
 }
 
